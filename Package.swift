@@ -1,0 +1,45 @@
+// swift-tools-version: 6.1
+import PackageDescription
+
+let package = Package(
+    name: "obd",
+    platforms: [.macOS(.v15)],
+    products: [
+        .executable(name: "obd", targets: ["obd"]),
+        .library(name: "BlockIO", targets: ["BlockIO"]),
+        .library(name: "ZFile", targets: ["ZFile"]),
+        .library(name: "LSMT", targets: ["LSMT"]),
+        .library(name: "Image", targets: ["Image"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+    ],
+    targets: [
+        // C libraries from Debian, reached through system-library targets.
+        .systemLibrary(name: "CLZ4", pkgConfig: "liblz4", providers: [.apt(["liblz4-dev"])]),
+        .systemLibrary(name: "CZstd", pkgConfig: "libzstd", providers: [.apt(["libzstd-dev"])]),
+        .systemLibrary(name: "CISAL", providers: [.apt(["libisal-dev"])]),
+
+        // Floor 0: the file protocol.
+        .target(name: "BlockIO"),
+        // Floor 1: formats.
+        .target(name: "ZFile", dependencies: ["BlockIO", "CLZ4", "CZstd", "CISAL"]),
+        .target(name: "LSMT", dependencies: ["BlockIO"]),
+        // Floor 2: assembly.
+        .target(name: "Image", dependencies: ["BlockIO", "ZFile", "LSMT"]),
+        // Floor 4: entry points.
+        .executableTarget(name: "obd", dependencies: [
+            "BlockIO", "ZFile", "LSMT", "Image",
+            .product(name: "ArgumentParser", package: "swift-argument-parser"),
+        ]),
+        // Test helper: a writer that the crash test kills with SIGKILL.
+        .executableTarget(name: "obd-crash-writer", dependencies: ["BlockIO", "LSMT"]),
+
+        .testTarget(name: "BlockIOTests", dependencies: ["BlockIO"]),
+        .testTarget(name: "ZFileTests", dependencies: ["ZFile", "BlockIO"]),
+        .testTarget(name: "LSMTTests", dependencies: ["LSMT", "BlockIO", "ZFile"]),
+        .testTarget(name: "ImageTests", dependencies: ["Image", "LSMT", "ZFile", "BlockIO"]),
+        .testTarget(name: "CLITests", dependencies: ["BlockIO"]),
+    ],
+    swiftLanguageModes: [.v6]
+)

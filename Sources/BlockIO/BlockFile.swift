@@ -1,0 +1,64 @@
+/// A positioned random-access file: the one protocol every obd layer speaks.
+///
+/// A ZFile is a `BlockFile` over a `BlockFile`; an LSMT stack is a `BlockFile` over many;
+/// a registry blob behind the cache is a `BlockFile`. Calls are synchronous and
+/// thread-safe with `pread` semantics: concurrent reads never interfere.
+public protocol BlockFile: AnyObject, Sendable {
+    /// Current size in bytes.
+    var size: UInt64 { get }
+
+    /// A short, human-readable name for error messages (usually a path).
+    var name: String { get }
+
+    /// Whether `write`, `flush` and `discard` are allowed.
+    var isWritable: Bool { get }
+
+    /// Reads up to `buffer.count` bytes at `offset` into `buffer`.
+    ///
+    /// Returns the number of bytes read: fewer than requested only when the
+    /// read reaches the end of the file (zero at or past the end).
+    func read(into buffer: UnsafeMutableRawBufferPointer, at offset: UInt64) throws -> Int
+
+    /// Writes all of `buffer` at `offset`.
+    func write(_ buffer: UnsafeRawBufferPointer, at offset: UInt64) throws
+
+    /// Makes every completed write durable.
+    func flush() throws
+
+    /// Declares `[offset, offset+length)` unused: it reads back as zeros afterwards.
+    func discard(offset: UInt64, length: UInt64) throws
+}
+
+extension BlockFile {
+    public var isWritable: Bool { false }
+
+    public func write(_ buffer: UnsafeRawBufferPointer, at offset: UInt64) throws {
+        throw BlockIOError.readOnly(name: name)
+    }
+
+    public func flush() throws {}
+
+    public func discard(offset: UInt64, length: UInt64) throws {
+        throw BlockIOError.readOnly(name: name)
+    }
+
+    /// Reads exactly `buffer.count` bytes at `offset`, or throws `truncated`.
+    public func readExactly(into buffer: UnsafeMutableRawBufferPointer, at offset: UInt64) throws {
+        let got = try read(into: buffer, at: offset)
+        if got != buffer.count {
+            throw BlockIOError.truncated(name: name, offset: offset, wanted: buffer.count, got: got)
+        }
+    }
+
+    /// Reads exactly `count` bytes at `offset` into a new array (not for hot paths).
+    public func readBytes(at offset: UInt64, count: Int) throws -> [UInt8] {
+        var bytes = [UInt8](repeating: 0, count: count)
+        try bytes.withUnsafeMutableBytes { try readExactly(into: $0, at: offset) }
+        return bytes
+    }
+
+    /// Writes an array at `offset` (not for hot paths).
+    public func writeBytes(_ bytes: [UInt8], at offset: UInt64) throws {
+        try bytes.withUnsafeBytes { try write($0, at: offset) }
+    }
+}
