@@ -1,0 +1,157 @@
+import BlockIO
+
+/// The virtual disk of an image: read-only lowers merged into one index (upper
+/// layers win), with an optional writable layer on top. Unmapped ranges and zeroed
+/// extents read as zeros.
+public final class LayerStack: BlockFile, @unchecked Sendable {
+    /// Most layers in a stack (overlaybd's limit).
+    public static let maxLayers = 255
+
+    /// Lowers, bottom to top, as given.
+    public let lowers: [ReadOnlyLayer]
+    /// Layer files by tag: index 0 is the top lower.
+    public let files: [any BlockFile]
+    /// The merged index of the lowers.
+    public let index: SegmentIndex
+    public let upper: WritableLayer?
+    public let virtualSize: UInt64
+    public let name: String
+
+    /// - Parameters:
+    ///   - lowers: read-only layers, bottom first.
+    ///   - upper: optional writable layer; a zero virtual size is set to the lowers'.
+    public init(lowers: [ReadOnlyLayer], upper: WritableLayer? = nil, name: String = "image") throws {
+        guard lowers.count + (upper == nil ? 0 : 1) <= LayerStack.maxLayers else {
+            throw LSMTError.invalidArgument("\(name): \(lowers.count) layers exceed the limit of \(LayerStack.maxLayers)")
+        }
+        self.lowers = lowers
+        self.name = name
+        let topDown = Array(lowers.reversed())
+        files = topDown.map(\.file)
+        let merged = IndexMerger.merge(topToBottom: topDown.map(\.segments))
+        guard UInt64(merged.count) <= WritableLayer.maxIndexSize else {
+            throw LSMTError.invalidArgument("\(name): merged index of \(merged.count) entries exceeds the limit")
+        }
+        index = SegmentIndex(sorted: merged)
+        let lowerSize = topDown.first(where: { $0.virtualSize > 0 })?.virtualSize ?? 0
+        if let upper {
+            upper.tag = UInt8(truncatingIfNeeded: lowers.count)
+            if upper.virtualSize == 0 && lowerSize > 0 && upper.dataFile.isWritable {
+                try upper.setVirtualSize(lowerSize)
+            }
+            virtualSize = upper.virtualSize > 0 ? upper.virtualSize : lowerSize
+        } else {
+            virtualSize = lowerSize
+        }
+        self.upper = upper
+    }
+
+    public var size: UInt64 { virtualSize }
+    public var isWritable: Bool { upper?.dataFile.isWritable ?? false }
+
+    public func read(into buffer: UnsafeMutableRawBufferPointer, at offset: UInt64) throws -> Int {
+        guard offset < virtualSize, buffer.count > 0 else { return 0 }
+        let count = Int(min(UInt64(buffer.count), virtualSize - offset))
+        let dst = UnsafeMutableRawBufferPointer(rebasing: buffer[0..<count])
+        if let upper {
+            try upper.withIndex { map in
+                try map.segments.withUnsafeBufferPointer { segs in
+                    try walk(segs, start: map.firstIndex(endingAfter: offset / 512), from: offset, dst: dst,
+                             gap: { lo, piece in try readLowers(into: piece, at: lo) },
+                             data: { seg, piece, fileOffset in try readData(upper.dataFile, piece, fileOffset) })
+                }
+            }
+        } else {
+            try readLowers(into: dst, at: offset)
+        }
+        return count
+    }
+
+    /// Reads from the merged lower index only.
+    @inline(__always)
+    private func readLowers(into dst: UnsafeMutableRawBufferPointer, at offset: UInt64) throws {
+        try index.segments.withUnsafeBufferPointer { segs in
+            try walk(segs, start: index.firstIndex(endingAfter: offset / 512), from: offset, dst: dst,
+                     gap: { _, piece in piece.initializeMemory(as: UInt8.self, repeating: 0) },
+                     data: { seg, piece, fileOffset in try readData(files[Int(seg.tag)], piece, fileOffset) })
+        }
+    }
+
+    @inline(__always)
+    private func readData(_ file: any BlockFile, _ piece: UnsafeMutableRawBufferPointer, _ fileOffset: UInt64) throws {
+        let got = try file.read(into: piece, at: fileOffset)
+        if got < piece.count {
+            // A short read at the end of a layer file reads as zeros (as in overlaybd).
+            UnsafeMutableRawBufferPointer(rebasing: piece[got...]).initializeMemory(as: UInt8.self, repeating: 0)
+        }
+    }
+
+    /// Visits `[from, from+dst.count)` piece by piece: gaps, zeroed extents, data.
+    @inline(__always)
+    private func walk(_ segs: UnsafeBufferPointer<Segment>, start: Int, from: UInt64, dst: UnsafeMutableRawBufferPointer,
+                      gap: (UInt64, UnsafeMutableRawBufferPointer) throws -> Void,
+                      data: (Segment, UnsafeMutableRawBufferPointer, UInt64) throws -> Void) throws {
+        let end = from + UInt64(dst.count)
+        var pos = from
+        var i = start
+        while pos < end {
+            if i >= segs.count || segs[i].offset * 512 >= end {
+                try gap(pos, UnsafeMutableRawBufferPointer(rebasing: dst[Int(pos - from)..<Int(end - from)]))
+                return
+            }
+            let seg = segs[i]
+            let segStart = seg.offset * 512
+            if segStart > pos {
+                try gap(pos, UnsafeMutableRawBufferPointer(rebasing: dst[Int(pos - from)..<Int(segStart - from)]))
+                pos = segStart
+            }
+            let pieceEnd = min(seg.end * 512, end)
+            let piece = UnsafeMutableRawBufferPointer(rebasing: dst[Int(pos - from)..<Int(pieceEnd - from)])
+            if seg.zeroed {
+                piece.initializeMemory(as: UInt8.self, repeating: 0)
+            } else {
+                try data(seg, piece, seg.moffset * 512 + (pos - segStart))
+            }
+            pos = pieceEnd
+            i += 1
+        }
+    }
+
+    public func write(_ buffer: UnsafeRawBufferPointer, at offset: UInt64) throws {
+        guard let upper, upper.dataFile.isWritable else { throw BlockIOError.readOnly(name: name) }
+        guard offset <= virtualSize, UInt64(buffer.count) <= virtualSize - offset else {
+            throw BlockIOError.outOfRange(name: name, offset: offset, length: UInt64(buffer.count), size: virtualSize)
+        }
+        try upper.write(buffer, at: offset)
+    }
+
+    public func discard(offset: UInt64, length: UInt64) throws {
+        guard let upper, upper.dataFile.isWritable else { throw BlockIOError.readOnly(name: name) }
+        guard offset <= virtualSize, length <= virtualSize - offset else {
+            throw BlockIOError.outOfRange(name: name, offset: offset, length: length, size: virtualSize)
+        }
+        try upper.discard(offset: offset, length: length)
+    }
+
+    public func flush() throws {
+        try upper?.flush()
+    }
+
+    /// Every mapped extent of the disk, upper layer included, in order; tags are
+    /// depths (lowers 0... top to bottom, the upper = number of lowers).
+    public func flattenedIndex() -> [Segment] {
+        guard let upper else { return index.segments }
+        var top = upper.segments
+        for i in top.indices { top[i].tag = 0 }
+        // Merge with the upper as depth 0, then renumber: upper -> lowers.count, lower d -> d - 1.
+        let merged = IndexMerger.merge(topToBottom: [top] + Array(lowers.reversed()).map(\.segments))
+        let n = UInt8(truncatingIfNeeded: lowers.count)
+        return merged.map { var s = $0; s.tag = s.tag == 0 ? n : s.tag - 1; return s }
+    }
+
+    /// Files by the tags of `flattenedIndex()`.
+    public var flattenedFiles: [any BlockFile] {
+        guard let upper else { return files }
+        return files + [upper.dataFile]
+    }
+}
