@@ -1,0 +1,132 @@
+import FoundationEssentials
+
+/// The host-wide `overlaybd.json`, with overlaybd's keys and defaults. Unknown keys
+/// are ignored; a known key with the wrong type is an error.
+public struct GlobalConfig: Sendable, Equatable {
+    public struct LogConfig: Sendable, Equatable {
+        public var logLevel = 1
+        public var logPath = ""
+        public var logSizeMB = 10
+        public var logRotateNum = 3
+    }
+
+    public struct CacheConfig: Sendable, Equatable {
+        public var cacheType = ""
+        public var cacheDir = "/opt/overlaybd/registry_cache"
+        public var cacheSizeGB = 4
+        public var refillSize = 262_144
+        public var blockSize = 65_536
+    }
+
+    public struct CredentialConfig: Sendable, Equatable {
+        public var mode = ""
+        public var path = ""
+        public var timeout = 1
+    }
+
+    public var logConfig = LogConfig()
+    public var logLevel = 1
+    public var logPath = "/var/log/overlaybd.log"
+    public var cacheConfig = CacheConfig()
+    public var registryCacheDir = "/opt/overlaybd/registry_cache"
+    public var registryCacheSizeGB = 4
+    public var cacheType = "file"
+    public var credentialFilePath = "/opt/overlaybd/cred.json"
+    public var credentialConfig = CredentialConfig()
+    /// 0 = pread, 1 = libaio, 2 = posix aio.
+    public var ioEngine = 0
+    public var enableAudit = false
+    public var auditPath = ""
+    public var registryFsVersion = "v2"
+    public var downloadEnable = false
+    /// Where the config was read from (empty for built-in defaults).
+    public var path = ""
+
+    public init() {}
+
+    /// The default location of the global config.
+    public static let defaultPath = "/etc/overlaybd/overlaybd.json"
+
+    /// `path` if given, else the default path when it exists, else built-in defaults.
+    public static func load(path: String?) throws -> GlobalConfig {
+        if let path { return try load(from: path) }
+        if FileManagerLite.exists(defaultPath) { return try load(from: defaultPath) }
+        return GlobalConfig()
+    }
+
+    public static func load(from path: String) throws -> GlobalConfig {
+        try parse(Paths.readConfigBytes(path), path: path)
+    }
+
+    public static func parse(_ data: Data, path: String) throws -> GlobalConfig {
+        var c = try JSONFields.decode(Raw.self, from: data, path: path).config
+        c.path = path
+        guard (0...2).contains(c.ioEngine) else {
+            throw ImageError.config(path: path, detail: "field 'ioEngine': \(c.ioEngine) is not 0 (psync), 1 (libaio) or 2 (posix aio)")
+        }
+        if c.ioEngine != 0 {
+            throw ImageError.config(path: path, detail: "field 'ioEngine': \(c.ioEngine) is not supported yet (only 0, pread)")
+        }
+        return c
+    }
+
+    private struct Raw: Decodable {
+        var config = GlobalConfig()
+        enum Keys: String, CodingKey {
+            case logConfig, logLevel, logPath, cacheConfig, registryCacheDir, registryCacheSizeGB, cacheType
+            case credentialFilePath, credentialConfig, ioEngine, enableAudit, auditPath, registryFsVersion, download
+        }
+        enum LogKeys: String, CodingKey { case logLevel, logPath, logSizeMB, logRotateNum }
+        enum CacheKeys: String, CodingKey { case cacheType, cacheDir, cacheSizeGB, refillSize, blockSize }
+        enum CredKeys: String, CodingKey { case mode, path, timeout }
+        enum DownloadKeys: String, CodingKey { case enable }
+
+        init(from decoder: any Decoder) throws {
+            let c = try decoder.container(keyedBy: Keys.self)
+            var g = GlobalConfig()
+            g.logLevel = try c.value(.logLevel, default: g.logLevel)
+            g.logPath = try c.value(.logPath, default: g.logPath)
+            if c.contains(.logConfig) {
+                let l = try c.nestedContainer(keyedBy: LogKeys.self, forKey: .logConfig)
+                g.logConfig.logLevel = try l.value(.logLevel, default: g.logConfig.logLevel)
+                g.logConfig.logPath = try l.value(.logPath, default: g.logConfig.logPath)
+                g.logConfig.logSizeMB = try l.value(.logSizeMB, default: g.logConfig.logSizeMB)
+                g.logConfig.logRotateNum = try l.value(.logRotateNum, default: g.logConfig.logRotateNum)
+            }
+            g.registryCacheDir = try c.value(.registryCacheDir, default: g.registryCacheDir)
+            g.registryCacheSizeGB = try c.value(.registryCacheSizeGB, default: g.registryCacheSizeGB)
+            g.cacheType = try c.value(.cacheType, default: g.cacheType)
+            if c.contains(.cacheConfig) {
+                let k = try c.nestedContainer(keyedBy: CacheKeys.self, forKey: .cacheConfig)
+                g.cacheConfig.cacheType = try k.value(.cacheType, default: g.cacheConfig.cacheType)
+                g.cacheConfig.cacheDir = try k.value(.cacheDir, default: g.cacheConfig.cacheDir)
+                g.cacheConfig.cacheSizeGB = try k.value(.cacheSizeGB, default: g.cacheConfig.cacheSizeGB)
+                g.cacheConfig.refillSize = try k.value(.refillSize, default: g.cacheConfig.refillSize)
+                g.cacheConfig.blockSize = try k.value(.blockSize, default: g.cacheConfig.blockSize)
+            }
+            g.credentialFilePath = try c.value(.credentialFilePath, default: g.credentialFilePath)
+            if c.contains(.credentialConfig) {
+                let k = try c.nestedContainer(keyedBy: CredKeys.self, forKey: .credentialConfig)
+                g.credentialConfig.mode = try k.value(.mode, default: g.credentialConfig.mode)
+                g.credentialConfig.path = try k.value(.path, default: g.credentialConfig.path)
+                g.credentialConfig.timeout = try k.value(.timeout, default: g.credentialConfig.timeout)
+            }
+            g.ioEngine = try c.value(.ioEngine, default: g.ioEngine)
+            g.enableAudit = try c.value(.enableAudit, default: g.enableAudit)
+            g.auditPath = try c.value(.auditPath, default: g.auditPath)
+            g.registryFsVersion = try c.value(.registryFsVersion, default: g.registryFsVersion)
+            if c.contains(.download) {
+                let k = try c.nestedContainer(keyedBy: DownloadKeys.self, forKey: .download)
+                g.downloadEnable = try k.value(.enable, default: false)
+            }
+            config = g
+        }
+    }
+}
+
+/// File existence without Foundation's FileManager.
+enum FileManagerLite {
+    static func exists(_ path: String) -> Bool {
+        (try? LocalFileProbe.exists(path)) ?? false
+    }
+}

@@ -1,0 +1,50 @@
+import BlockIO
+import Glibc
+import LSMT
+import ZFile
+
+/// Opens one layer blob as a read-only LSMT layer, peeling the optional wrappers:
+/// `[tar wrapper] ⊃ [ZFile] ⊃ LSMT read-only file`.
+public enum LayerOpener {
+    /// What a layer blob turned out to be.
+    public struct Layout: Sendable, Equatable, CustomStringConvertible {
+        public var tarWrapped = false
+        public var zfile = false
+        public var description: String {
+            (tarWrapped ? "tar > " : "") + (zfile ? "zfile > " : "") + "lsmt"
+        }
+    }
+
+    /// Peels the tar wrapper and ZFile from `file`, returning the inner file.
+    public static func unwrap(_ file: any BlockFile) throws -> (any BlockFile, Layout) {
+        var layout = Layout()
+        var inner: any BlockFile = file
+        if let payload = try TarWrapper.unwrap(inner) {
+            inner = payload
+            layout.tarWrapped = true
+        }
+        if try ZFileReader.isZFile(inner) {
+            inner = try ZFileReader(source: inner)
+            layout.zfile = true
+        }
+        return (inner, layout)
+    }
+
+    /// Opens the layer file at `path`.
+    public static func open(path: String) throws -> ReadOnlyLayer {
+        try open(file: LocalFile(path: path))
+    }
+
+    /// Opens a layer from any file.
+    public static func open(file: any BlockFile) throws -> ReadOnlyLayer {
+        let (inner, _) = try unwrap(file)
+        return try ReadOnlyLayer(file: inner)
+    }
+}
+
+/// Existence checks with `access(2)`.
+enum LocalFileProbe {
+    static func exists(_ path: String) throws -> Bool {
+        access(path, F_OK) == 0
+    }
+}

@@ -1,0 +1,12 @@
+import ArgumentParser
+
+@main
+struct OBD: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "obd",
+        abstract: "Build, inspect and read overlaybd-compatible block images (LSMT layers, ZFile compression).",
+        version: "0.1.0",
+        subcommands: [CreateCommand.self, CommitCommand.self, ZFileCommand.self, MergeCommand.self,
+                      InspectCommand.self, ExportCommand.self]
+    )
+}
