@@ -13,6 +13,7 @@ let package = Package(
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-crypto", from: "3.12.3"),
     ],
     targets: [
         // C libraries from Debian, reached through system-library targets.
@@ -33,13 +34,17 @@ let package = Package(
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
         // Test helper: a writer that the crash test kills with SIGKILL.
-        .executableTarget(name: "obd-crash-writer", dependencies: ["BlockIO", "LSMT"]),
+        .executableTarget(name: "obd-crash-writer", dependencies: ["BlockIO", "LSMT", "TestSupport"]),
 
-        .testTarget(name: "BlockIOTests", dependencies: ["BlockIO"]),
-        .testTarget(name: "ZFileTests", dependencies: ["ZFile", "BlockIO"]),
-        .testTarget(name: "LSMTTests", dependencies: ["LSMT", "BlockIO", "ZFile"]),
-        .testTarget(name: "ImageTests", dependencies: ["Image", "LSMT", "ZFile", "BlockIO"]),
-        .testTarget(name: "CLITests", dependencies: ["BlockIO"]),
+        // Shared by the tests and the crash writer: reference-file lookup, seeded data.
+        .target(name: "TestSupport", dependencies: [
+            "BlockIO", .product(name: "Crypto", package: "swift-crypto"),
+        ], path: "Tests/TestSupport"),
+        .testTarget(name: "BlockIOTests", dependencies: ["BlockIO", "TestSupport"]),
+        .testTarget(name: "ZFileTests", dependencies: ["ZFile", "BlockIO", "TestSupport"]),
+        .testTarget(name: "LSMTTests", dependencies: ["LSMT", "BlockIO", "ZFile", "TestSupport"]),
+        .testTarget(name: "ImageTests", dependencies: ["Image", "LSMT", "ZFile", "BlockIO", "TestSupport"]),
+        .testTarget(name: "CLITests", dependencies: ["BlockIO", "TestSupport"]),
     ],
     swiftLanguageModes: [.v6]
 )

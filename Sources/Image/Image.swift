@@ -20,6 +20,10 @@ public final class Image: Sendable {
     public init(config: ImageConfig, global: GlobalConfig = GlobalConfig(), writable: Bool = false) throws {
         self.config = config
         self.global = global
+        if config.download == nil && global.downloadEnable {
+            // overlaybd copies the global `download` object into configs that lack one.
+            throw ImageError.config(path: global.path, detail: "'download.enable' (background download) is not supported yet")
+        }
         var layers: [ReadOnlyLayer] = []
         var paths: [String] = []
         for (i, lower) in config.lowers.enumerated() {

@@ -45,8 +45,9 @@ public struct SegmentLookup: Sendable {
         keys.withUnsafeBufferPointer { k in
             table.withUnsafeBufferPointer { t in
                 guard x >= minKey, bucketCount > 0 else { return -1 }
-                let b = Int((x - minKey) >> shift)
-                if b >= bucketCount { return k.count - 1 }
+                let d = (x - minKey) >> shift
+                if d >= UInt64(bucketCount) { return k.count - 1 }
+                let b = Int(d)
                 var lo = Int(t[b])
                 var hi = Int(t[b + 1])
                 if hi - lo > 8 {

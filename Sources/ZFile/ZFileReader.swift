@@ -80,6 +80,11 @@ public final class ZFileReader: BlockFile, @unchecked Sendable {
             guard !trailer.flags.contains(.isHeader), trailer.flags.contains(.isDataFile), trailer.flags.contains(.sealed) else {
                 throw ZFileError.corrupt(name: name, detail: "trailer flags 0x\(String(trailer.flags.rawValue, radix: 16)) are not those of a sealed data trailer")
             }
+            // overlaybd never checks the trailer digest; obd does when the trailer
+            // claims one, so a flipped trailer bit cannot go unnoticed.
+            if trailer.flags.contains(.digest) && !trailer.digestMatches {
+                throw ZFileError.checksum(name: name, detail: "trailer digest does not match")
+            }
             record = trailer
             indexLimit = trailerOffset
         }

@@ -1,0 +1,74 @@
+import FoundationEssentials
+import Image
+import Testing
+import TestSupport
+
+@Suite("Image and global configs")
+struct ConfigTests {
+    func parse(_ json: String, path: String = "/cfg/config.v1.json") throws -> ImageConfig {
+        try ImageConfig.parse(Data(json.utf8), path: path)
+    }
+
+    func message(_ json: String) -> String {
+        do { _ = try parse(json); return "" } catch { return "\(error)" }
+    }
+
+    @Test("fields, defaults and relative paths")
+    func fields() throws {
+        let c = try parse(#"{"lowers":[{"file":"a.commit"},{"dir":"/abs/layer"}],"upper":{"data":"d","index":"i"},"resultFile":"r","unknownKey":1}"#)
+        #expect(c.lowers.count == 2)
+        #expect(c.resolve(c.lowers[0].file) == "/cfg/a.commit")
+        #expect(c.resolve(c.lowers[1].dir) == "/abs/layer")
+        #expect(c.hasUpper && c.resolve(c.upper.index) == "/cfg/i")
+        #expect(c.resolve(c.resultFile) == "/cfg/r")
+        #expect(try parse("{}").lowers.isEmpty)
+    }
+
+    @Test("wrong types and impossible values give one clear line naming the field")
+    func wrongTypes() {
+        #expect(message(#"{"lowers":[{"file":3}]}"#) == "/cfg/config.v1.json: field 'lowers[0].file': expected a string")
+        #expect(message(#"{"lowers":{}}"#).contains("field 'lowers': expected an array"))
+        #expect(message(#"{"resultFile":true}"#).contains("field 'resultFile'"))
+        #expect(message("not json").contains("not valid JSON"))
+        #expect(message(#"{"upper":{"data":"d"}}"#).contains("needs both 'data' and 'index'"))
+        #expect(message(#"{"lowers":[{}]}"#).contains("needs 'file', 'dir' or 'digest'"))
+    }
+
+    @Test("fields of later capabilities are rejected with a clear message")
+    func rejected() {
+        #expect(message(#"{"accelerationLayer":true}"#).contains("not supported yet"))
+        #expect(message(#"{"recordTracePath":"/x"}"#).contains("not supported yet"))
+        #expect(message(#"{"download":{"enable":true}}"#).contains("not supported yet"))
+        #expect(message(#"{"lowers":[{"file":"x","targetFile":"t"}]}"#).contains("TurboOCI"))
+        #expect(message(#"{"download":{"enable":false}}"#) == "")
+    }
+
+    @Test("a remote-only lower is refused until registry support exists")
+    func remoteLower() throws {
+        let c = try parse(#"{"repoBlobUrl":"https://r/v2/x/blobs","lowers":[{"digest":"sha256:00"}]}"#)
+        #expect(throws: ImageError.self) { try Image(config: c) }
+        do { _ = try Image(config: c) } catch { #expect("\(error)".contains("remote layers")) }
+    }
+
+    @Test("global config: defaults, overrides, unknown keys ignored, wrong types rejected")
+    func global() throws {
+        let d = try GlobalConfig.parse(Data("{}".utf8), path: "g.json")
+        #expect(d.cacheConfig.refillSize == 262_144 && d.ioEngine == 0 && d.cacheConfig.cacheSizeGB == 4)
+        let g = try GlobalConfig.parse(Data(#"{"cacheConfig":{"cacheDir":"/c","cacheSizeGB":1},"weird":[1,2],"logConfig":{"logLevel":0}}"#.utf8), path: "g.json")
+        #expect(g.cacheConfig.cacheDir == "/c" && g.cacheConfig.cacheSizeGB == 1 && g.logConfig.logLevel == 0)
+        #expect(throws: ImageError.self) { try GlobalConfig.parse(Data(#"{"ioEngine":"0"}"#.utf8), path: "g.json") }
+        #expect(throws: ImageError.self) { try GlobalConfig.parse(Data(#"{"ioEngine":7}"#.utf8), path: "g.json") }
+        #expect(throws: ImageError.self) { try GlobalConfig.parse(Data(#"{"cacheConfig":{"cacheSizeGB":"big"}}"#.utf8), path: "g.json") }
+    }
+
+    @Test("the reference service.json parses", .enabled(if: ReferenceFiles.shouldRun))
+    func referenceService() throws {
+        let g = try GlobalConfig.load(from: ReferenceFiles.path("lsmt/service.json"))
+        #expect(g.cacheConfig.cacheType == "file" && g.cacheConfig.cacheSizeGB == 1)
+    }
+
+    @Test("missing config file: clear error")
+    func missing() {
+        #expect(throws: ImageError.self) { try ImageConfig.load(path: "/nonexistent/config.v1.json") }
+    }
+}
