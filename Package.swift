@@ -48,3 +48,13 @@ let package = Package(
     ],
     swiftLanguageModes: [.v6]
 )
+
+// Fuzz targets (libFuzzer). They exist only when OBD_FUZZ is set, because they link
+// libFuzzer's main and so build only with -sanitize=fuzzer; tools/fuzz.sh builds them.
+if Context.environment["OBD_FUZZ"] != nil {
+    package.targets += [
+        .executableTarget(name: "fuzz-zfile", dependencies: ["BlockIO", "ZFile"], path: "Fuzz/fuzz-zfile"),
+        .executableTarget(name: "fuzz-lsmt", dependencies: ["BlockIO", "LSMT"], path: "Fuzz/fuzz-lsmt"),
+        .executableTarget(name: "fuzz-config", dependencies: ["Image"], path: "Fuzz/fuzz-config"),
+    ]
+}

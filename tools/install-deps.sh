@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Installs the Debian packages obd's build, tests, fuzzers and benchmarks need.
+# Idempotent: packages already present are not touched, and apt-get update runs only
+# when something is missing.
+set -euo pipefail
+
+PACKAGES=(
+  pkg-config      # locates the C libraries for the system-library targets
+  liblz4-dev      # ZFile LZ4 blocks
+  libzstd-dev     # ZFile zstd blocks
+  libisal-dev     # hardware CRC32C (crc32_iscsi) for ZFile checksums
+  lz4 zstd        # peers measured by the compression benchmarks
+  e2fsprogs       # debugfs/e2fsck to look inside demo images
+  coreutils       # sha256sum, cmp, du used by tests and scripts
+)
+
+missing=()
+for p in "${PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+
+if [ ${#missing[@]} -eq 0 ]; then
+  echo "install-deps: all packages present"
+  exit 0
+fi
+
+SUDO=""
+[ "$(id -u)" -ne 0 ] && SUDO="sudo"
+echo "install-deps: installing ${missing[*]}"
+$SUDO apt-get update -qq
+DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
+
+if ! command -v swift >/dev/null; then
+  echo "install-deps: swift is not on PATH (obd needs Swift 6.1 or newer)" >&2
+  exit 1
+fi
