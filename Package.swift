@@ -33,6 +33,9 @@ let package = Package(
             "BlockIO", "ZFile", "LSMT", "Image",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
+        // Benchmarks: obd and its anchors measured side by side (benchmarks/run.sh).
+        .executableTarget(name: "obd-bench", dependencies: ["BlockIO", "ZFile", "LSMT", "CLZ4", "CZstd"],
+                          path: "benchmarks/obd-bench"),
         // Test helper: a writer that the crash test kills with SIGKILL.
         .executableTarget(name: "obd-crash-writer", dependencies: ["BlockIO", "LSMT", "TestSupport"]),
 

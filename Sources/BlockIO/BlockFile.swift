@@ -27,10 +27,16 @@ public protocol BlockFile: AnyObject, Sendable {
 
     /// Declares `[offset, offset+length)` unused: it reads back as zeros afterwards.
     func discard(offset: UInt64, length: UInt64) throws
+
+    /// The whole file as memory, when it is mapped (read-only local files are), so
+    /// readers can decode straight from it without a copy or a system call.
+    var mappedBytes: UnsafeRawBufferPointer? { get }
 }
 
 extension BlockFile {
     public var isWritable: Bool { false }
+
+    public var mappedBytes: UnsafeRawBufferPointer? { nil }
 
     public func write(_ buffer: UnsafeRawBufferPointer, at offset: UInt64) throws {
         throw BlockIOError.readOnly(name: name)

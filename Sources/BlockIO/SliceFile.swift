@@ -16,6 +16,11 @@ public final class SliceFile: BlockFile, Sendable {
     }
 
     public var size: UInt64 { length }
+
+    public var mappedBytes: UnsafeRawBufferPointer? {
+        guard let m = parent.mappedBytes else { return nil }
+        return UnsafeRawBufferPointer(rebasing: m[Int(base)..<Int(base + length)])
+    }
     public var name: String { parent.name }
 
     public func read(into buffer: UnsafeMutableRawBufferPointer, at offset: UInt64) throws -> Int {

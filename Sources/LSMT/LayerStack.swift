@@ -105,7 +105,17 @@ public final class LayerStack: BlockFile, @unchecked Sendable {
                 try gap(pos, UnsafeMutableRawBufferPointer(rebasing: dst[Int(pos - from)..<Int(segStart - from)]))
                 pos = segStart
             }
-            let pieceEnd = min(seg.end * 512, end)
+            // Join following extents that continue this one in the same file, so a
+            // sequential read makes one copy per run instead of one per extent.
+            var last = seg
+            while i + 1 < segs.count && last.end * 512 < end {
+                let next = segs[i + 1]
+                guard next.offset == last.end, next.zeroed == seg.zeroed, next.tag == seg.tag,
+                      seg.zeroed || next.moffset == last.mend else { break }
+                last = next
+                i += 1
+            }
+            let pieceEnd = min(last.end * 512, end)
             let piece = UnsafeMutableRawBufferPointer(rebasing: dst[Int(pos - from)..<Int(pieceEnd - from)])
             if seg.zeroed {
                 piece.initializeMemory(as: UInt8.self, repeating: 0)

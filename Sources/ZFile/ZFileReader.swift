@@ -17,6 +17,8 @@ public final class ZFileReader: BlockFile, @unchecked Sendable {
     private let originalSize: UInt64
     private let dictionary: BlockCodec.Dictionary?
     private let maxStored: Int
+    /// The source's bytes when it is memory-mapped: blocks decode straight from it.
+    private let mapped: UnsafeRawBufferPointer?
 
     /// Upper bound on compressed bytes fetched by one underlying read.
     public static let readWindow = 1 << 20
@@ -151,6 +153,7 @@ public final class ZFileReader: BlockFile, @unchecked Sendable {
             try JumpTable(lengths: $0, blockSize: bs, dataStart: dataStart,
                           minLength: minLength, maxLength: UInt32(bound), name: name)
         }
+        mapped = source.mappedBytes
         guard table.offset(Int(n)) == record.indexOffset else {
             throw ZFileError.corrupt(name: name, detail: "blocks end at \(table.offset(Int(n))) but the index starts at \(record.indexOffset)")
         }
@@ -171,10 +174,19 @@ public final class ZFileReader: BlockFile, @unchecked Sendable {
             var stop = block + 1
             while stop <= last && table.offset(stop + 1) - start <= UInt64(window) { stop += 1 }
             let span = Int(table.offset(stop) - start)
-            let compressed = UnsafeMutableRawBufferPointer(rebasing: work[0..<span])
-            let got = try source.read(into: compressed, at: start)
-            guard got == span else {
-                throw ZFileError.corrupt(name: name, detail: "compressed data truncated at offset \(start + UInt64(got))")
+            let compressed: UnsafeRawBufferPointer
+            if let mapped {
+                guard start + UInt64(span) <= UInt64(mapped.count) else {
+                    throw ZFileError.corrupt(name: name, detail: "compressed data truncated at offset \(mapped.count)")
+                }
+                compressed = UnsafeRawBufferPointer(rebasing: mapped[Int(start)..<(Int(start) + span)])
+            } else {
+                let area = UnsafeMutableRawBufferPointer(rebasing: work[0..<span])
+                let got = try source.read(into: area, at: start)
+                guard got == span else {
+                    throw ZFileError.corrupt(name: name, detail: "compressed data truncated at offset \(start + UInt64(got))")
+                }
+                compressed = UnsafeRawBufferPointer(area)
             }
             let decodeArea = UnsafeMutableRawBufferPointer(rebasing: work[span..<(span + blockSize)])
             for i in block..<stop {

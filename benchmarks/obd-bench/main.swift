@@ -1,0 +1,33 @@
+// obd-bench: measures obd and its anchors side by side and prints tables with ratios.
+// Usage: obd-bench [zfile-read|zfile-compress|lookup|stack-read|all] [--quick]
+import BlockIO
+import Glibc
+
+let args = Array(CommandLine.arguments.dropFirst())
+let quick = args.contains("--quick")
+let which = args.first { !$0.hasPrefix("-") } ?? "all"
+let work = "/tmp/obd-bench"
+mkdir(work, 0o755)
+
+func corpus() throws -> LocalFileHandle {
+    try makeCorpus(path: "\(work)/corpus.bin", size: quick ? 32 << 20 : 256 << 20)
+}
+typealias LocalFileHandle = LocalFile
+
+do {
+    if which == "zfile-read" || which == "all" {
+        print(try ZFileBenchmarks.read(corpus: corpus(), work: work, randomReads: quick ? 50_000 : 200_000))
+    }
+    if which == "zfile-compress" || which == "all" {
+        print(try ZFileBenchmarks.compress(corpus: corpus(), work: work))
+    }
+    if which == "lookup" || which == "all" {
+        print(LookupBenchmarks.run(queries: quick ? 200_000 : 2_000_000))
+    }
+    if which == "stack-read" || which == "all" {
+        print(try StackBenchmarks.run(work: work, diskMiB: quick ? 64 : 512, randomReads: quick ? 50_000 : 300_000))
+    }
+} catch {
+    print("obd-bench: error: \(error)")
+    exit(1)
+}

@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Runs every obd benchmark (release build) and writes the tables to
+# benchmarks/results/latest.md. Each table measures obd and its anchor in the same run
+# and prints their ratio. `benchmarks/run.sh --quick` uses smaller inputs.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+tools/install-deps.sh >/dev/null
+swift build -c release --product obd-bench 2>&1 | tail -1
+BIN=$(swift build -c release --show-bin-path)/obd-bench
+mkdir -p benchmarks/results
+OUT=benchmarks/results/latest.md
+{
+  echo "# obd benchmarks"
+  echo
+  echo "Run: $(date -u +%Y-%m-%dT%H:%MZ) on $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //'); command: benchmarks/run.sh $*"
+  echo
+  "$BIN" all "$@"
+} | tee "$OUT"
+echo "benchmarks: written to $OUT"
