@@ -44,7 +44,7 @@ let package = Package(
             "BlockIO", .product(name: "Crypto", package: "swift-crypto"),
         ], path: "Tests/TestSupport"),
         .testTarget(name: "BlockIOTests", dependencies: ["BlockIO", "TestSupport"]),
-        .testTarget(name: "ZFileTests", dependencies: ["ZFile", "BlockIO", "TestSupport"]),
+        .testTarget(name: "ZFileTests", dependencies: ["ZFile", "BlockIO", "TestSupport", "CLZ4", "CZstd"]),
         .testTarget(name: "LSMTTests", dependencies: ["LSMT", "BlockIO", "ZFile", "TestSupport"]),
         .testTarget(name: "ImageTests", dependencies: ["Image", "LSMT", "ZFile", "BlockIO", "TestSupport"]),
         .testTarget(name: "CLITests", dependencies: ["BlockIO", "TestSupport"]),

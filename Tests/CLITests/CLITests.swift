@@ -124,3 +124,18 @@ struct CLITests {
 }
 
 import Glibc
+
+@Suite("obd CLI streams")
+struct CLIStreamTests {
+    @Test("obd zfile with one argument compresses standard input")
+    func stdinCompress() throws {
+        let dir = TemporaryDirectory()
+        defer { dir.remove() }
+        let obd = builtProduct("obd")
+        let text = String(repeating: "from standard input\n", count: 5000)
+        let r = run([obd, "zfile", dir.file("s.zfile")], stdin: text)
+        #expect(r.status == 0, "\(r.err)")
+        #expect(run([obd, "zfile", "-x", dir.file("s.zfile"), dir.file("s.out")]).status == 0)
+        #expect(readText(dir.file("s.out")) == text)
+    }
+}

@@ -189,3 +189,27 @@ extension LayerStack {
         try! self.init(lowers: lowersUnchecked)
     }
 }
+
+@Suite("Stack limits")
+struct StackLimitTests {
+    @Test("255 layers stack (each wins where it wrote); 256 are refused")
+    func layerLimit() throws {
+        var layers: [ReadOnlyLayer] = []
+        for i in 0..<256 {
+            let segs = [Segment(offset: UInt64(i) * 8, length: 16, moffset: 8)]
+            var h = LSMTHeader(flags: [.isHeader, .isDataFile, .sealed], virtualSize: 1 << 20)
+            var bytes = h.serialize() + [UInt8](repeating: UInt8(i), count: 16 * 512)
+            h.flags = [.isDataFile, .sealed]
+            h.indexOffset = UInt64(bytes.count)
+            h.indexSize = 256
+            bytes += Segment.encode((segs + [Segment](repeating: .invalid, count: 255))[...]) + h.serialize()
+            layers.append(try ReadOnlyLayer(file: MemoryFile(bytes: bytes, writable: false)))
+        }
+        let stack = try LayerStack(lowers: Array(layers[0..<255]))
+        // Sector 8k..8k+7 was written last by layer k (layer k+1 starts 8 sectors higher).
+        for k in [0, 1, 100, 254] {
+            #expect(try stack.readBytes(at: UInt64(k) * 4096, count: 4096) == [UInt8](repeating: UInt8(k), count: 4096))
+        }
+        #expect(throws: LSMTError.self) { try LayerStack(lowers: layers) }
+    }
+}
