@@ -10,6 +10,7 @@ let package = Package(
         .library(name: "ZFile", targets: ["ZFile"]),
         .library(name: "LSMT", targets: ["LSMT"]),
         .library(name: "Image", targets: ["Image"]),
+        .library(name: "NBD", targets: ["NBD"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
@@ -28,9 +29,11 @@ let package = Package(
         .target(name: "LSMT", dependencies: ["BlockIO"]),
         // Floor 2: assembly.
         .target(name: "Image", dependencies: ["BlockIO", "ZFile", "LSMT"]),
+        // Floor 3: frontends.
+        .target(name: "NBD", dependencies: ["BlockIO"]),
         // Floor 4: entry points.
         .executableTarget(name: "obd", dependencies: [
-            "BlockIO", "ZFile", "LSMT", "Image",
+            "BlockIO", "ZFile", "LSMT", "Image", "NBD",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
         // Benchmarks: obd and its anchors measured side by side (benchmarks/run.sh).
@@ -47,6 +50,7 @@ let package = Package(
         .testTarget(name: "ZFileTests", dependencies: ["ZFile", "BlockIO", "TestSupport", "CLZ4", "CZstd"]),
         .testTarget(name: "LSMTTests", dependencies: ["LSMT", "BlockIO", "ZFile", "TestSupport"]),
         .testTarget(name: "ImageTests", dependencies: ["Image", "LSMT", "ZFile", "BlockIO", "TestSupport"]),
+        .testTarget(name: "NBDTests", dependencies: ["NBD", "LSMT", "BlockIO", "TestSupport"]),
         .testTarget(name: "CLITests", dependencies: ["BlockIO", "TestSupport"]),
     ],
     swiftLanguageModes: [.v6]

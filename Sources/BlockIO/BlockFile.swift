@@ -28,6 +28,10 @@ public protocol BlockFile: AnyObject, Sendable {
     /// Declares `[offset, offset+length)` unused: it reads back as zeros afterwards.
     func discard(offset: UInt64, length: UInt64) throws
 
+    /// Makes `[offset, offset+length)` read as zeros, durably (unlike `discard`, whose
+    /// range may fall back to lower layers). The default writes zero bytes.
+    func writeZeroes(offset: UInt64, length: UInt64) throws
+
     /// The whole file as memory, when it is mapped (read-only local files are), so
     /// readers can decode straight from it without a copy or a system call.
     var mappedBytes: UnsafeRawBufferPointer? { get }
@@ -37,6 +41,19 @@ extension BlockFile {
     public var isWritable: Bool { false }
 
     public var mappedBytes: UnsafeRawBufferPointer? { nil }
+
+    public func writeZeroes(offset: UInt64, length: UInt64) throws {
+        let chunk = 1 << 20
+        let zeros = UnsafeMutableRawBufferPointer.allocate(byteCount: chunk, alignment: 4096)
+        defer { zeros.deallocate() }
+        zeros.initializeMemory(as: UInt8.self, repeating: 0)
+        var done: UInt64 = 0
+        while done < length {
+            let n = Int(min(UInt64(chunk), length - done))
+            try write(UnsafeRawBufferPointer(rebasing: zeros[0..<n]), at: offset + done)
+            done += UInt64(n)
+        }
+    }
 
     public func write(_ buffer: UnsafeRawBufferPointer, at offset: UInt64) throws {
         throw BlockIOError.readOnly(name: name)

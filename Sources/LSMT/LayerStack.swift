@@ -147,6 +147,29 @@ public final class LayerStack: BlockFile, @unchecked Sendable {
         try upper?.flush()
     }
 
+    /// Zeroed extents in an append-only upper (they persist); written zeros in a sparse
+    /// one, whose holes would show the lowers again after a reopen.
+    public func writeZeroes(offset: UInt64, length: UInt64) throws {
+        guard let upper, upper.dataFile.isWritable else { throw BlockIOError.readOnly(name: name) }
+        if upper.mode == .appendOnly {
+            try discard(offset: offset, length: length)
+            return
+        }
+        guard offset <= virtualSize, length <= virtualSize - offset else {
+            throw BlockIOError.outOfRange(name: name, offset: offset, length: length, size: virtualSize)
+        }
+        let chunk = 1 << 20
+        let zeros = UnsafeMutableRawBufferPointer.allocate(byteCount: chunk, alignment: 4096)
+        defer { zeros.deallocate() }
+        zeros.initializeMemory(as: UInt8.self, repeating: 0)
+        var done: UInt64 = 0
+        while done < length {
+            let n = Int(min(UInt64(chunk), length - done))
+            try upper.write(UnsafeRawBufferPointer(rebasing: zeros[0..<n]), at: offset + done)
+            done += UInt64(n)
+        }
+    }
+
     /// Every mapped extent of the disk, upper layer included, in order; tags are
     /// depths (lowers 0... top to bottom, the upper = number of lowers).
     public func flattenedIndex() -> [Segment] {

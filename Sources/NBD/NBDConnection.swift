@@ -1,0 +1,360 @@
+import BlockIO
+import Glibc
+import Synchronization
+
+/// One client connection: fixed-newstyle negotiation, then transmission. The reader
+/// (this connection's thread) parses requests; I/O runs on the shared worker pool and
+/// replies go out as each finishes, so they may be out of order.
+final class NBDConnection: @unchecked Sendable {
+    let stream: SocketStream
+    let export: NBDExport
+    let pool: WorkerPool
+    let log: @Sendable (String) -> Void
+    private let writeLock = Mutex(())
+    private let inFlight = InFlightLimit(limit: 64)
+    private let buffers = BufferPool()
+
+    init(fd: Int32, export: NBDExport, pool: WorkerPool, log: @escaping @Sendable (String) -> Void) {
+        stream = SocketStream(fd: fd)
+        self.export = export
+        self.pool = pool
+        self.log = log
+    }
+
+    /// Runs the connection to its end and closes the socket.
+    func run() {
+        defer {
+            inFlight.waitForAll()
+            close(stream.fd)
+        }
+        do {
+            guard try negotiate() else { return }
+            try transmit()
+        } catch SocketStream.Failure.closed {
+            // Peer went away.
+        } catch {
+            log("nbd: connection error: \(error)")
+        }
+    }
+
+    // MARK: negotiation
+
+    /// Returns true when the client entered transmission.
+    private func negotiate() throws -> Bool {
+        var hello = WireBuilder()
+        hello.u64(NBDProtocol.initMagic)
+        hello.u64(NBDProtocol.optionMagic)
+        hello.u16(NBDProtocol.flagFixedNewstyle | NBDProtocol.flagNoZeroes)
+        try stream.write(hello.bytes)
+        let clientFlags = try stream.readU32()
+        guard clientFlags & ~(NBDProtocol.clientFixedNewstyle | NBDProtocol.clientNoZeroes) == 0 else {
+            log("nbd: client sent unknown flags 0x\(String(clientFlags, radix: 16)); closing")
+            return false
+        }
+        let noZeroes = clientFlags & NBDProtocol.clientNoZeroes != 0
+        while true {
+            guard try stream.readU64() == NBDProtocol.optionMagic else {
+                log("nbd: bad option magic; closing")
+                return false
+            }
+            let option = try stream.readU32()
+            let length = try stream.readU32()
+            guard length <= UInt32(NBDProtocol.maxOptionLength) else {
+                log("nbd: option \(option) of \(length) bytes is too large; closing")
+                return false
+            }
+            let data = try stream.readBytes(Int(length))
+            switch option {
+            case NBDProtocol.optExportName:
+                let name = String(decoding: data, as: UTF8.self)
+                guard export.matches(name) else {
+                    log("nbd: unknown export '\(name)'; closing")
+                    return false
+                }
+                var b = WireBuilder()
+                b.u64(export.file.size)
+                b.u16(export.transmissionFlags)
+                if !noZeroes { b.raw([UInt8](repeating: 0, count: 124)) }
+                try stream.write(b.bytes)
+                return true
+            case NBDProtocol.optAbort:
+                try reply(option, NBDProtocol.repAck)
+                return false
+            case NBDProtocol.optList:
+                guard length == 0 else { try reply(option, NBDProtocol.repErrInvalid); continue }
+                var b = WireBuilder()
+                b.u32(UInt32(export.name.utf8.count))
+                b.raw(Array(export.name.utf8))
+                try reply(option, NBDProtocol.repServer, b.bytes)
+                try reply(option, NBDProtocol.repAck)
+            case NBDProtocol.optInfo, NBDProtocol.optGo:
+                if try infoOrGo(option, data) && option == NBDProtocol.optGo { return true }
+            default:
+                try reply(option, NBDProtocol.repErrUnsupported)
+            }
+        }
+    }
+
+    /// Handles NBD_OPT_INFO / NBD_OPT_GO; returns true if the export was granted.
+    private func infoOrGo(_ option: UInt32, _ data: [UInt8]) throws -> Bool {
+        func be16(_ o: Int) -> UInt16 { UInt16(data[o]) << 8 | UInt16(data[o + 1]) }
+        guard data.count >= 6 else { try reply(option, NBDProtocol.repErrInvalid); return false }
+        let nameLength = Int(UInt32(data[0]) << 24 | UInt32(data[1]) << 16 | UInt32(data[2]) << 8 | UInt32(data[3]))
+        guard nameLength <= data.count - 6 else { try reply(option, NBDProtocol.repErrInvalid); return false }
+        let name = String(decoding: data[4..<(4 + nameLength)], as: UTF8.self)
+        let count = Int(be16(4 + nameLength))
+        guard data.count == 6 + nameLength + 2 * count else { try reply(option, NBDProtocol.repErrInvalid); return false }
+        let requests = (0..<count).map { be16(6 + nameLength + 2 * $0) }
+        guard export.matches(name) else { try reply(option, NBDProtocol.repErrUnknown); return false }
+        var info = WireBuilder()
+        info.u16(NBDProtocol.infoExport)
+        info.u64(export.file.size)
+        info.u16(export.transmissionFlags)
+        try reply(option, NBDProtocol.repInfo, info.bytes)
+        if requests.contains(NBDProtocol.infoBlockSize) {
+            var b = WireBuilder()
+            b.u16(NBDProtocol.infoBlockSize)
+            b.u32(512)
+            b.u32(4096)
+            b.u32(UInt32(NBDProtocol.maxPayload))
+            try reply(option, NBDProtocol.repInfo, b.bytes)
+        }
+        if requests.contains(NBDProtocol.infoName) {
+            var b = WireBuilder()
+            b.u16(NBDProtocol.infoName)
+            b.raw(Array(export.name.utf8))
+            try reply(option, NBDProtocol.repInfo, b.bytes)
+        }
+        if requests.contains(NBDProtocol.infoDescription) {
+            var b = WireBuilder()
+            b.u16(NBDProtocol.infoDescription)
+            b.raw(Array(export.description.utf8))
+            try reply(option, NBDProtocol.repInfo, b.bytes)
+        }
+        try reply(option, NBDProtocol.repAck)
+        return true
+    }
+
+    private func reply(_ option: UInt32, _ type: UInt32, _ data: [UInt8] = []) throws {
+        var b = WireBuilder()
+        b.u64(NBDProtocol.optionReplyMagic)
+        b.u32(option)
+        b.u32(type)
+        b.u32(UInt32(data.count))
+        b.raw(data)
+        try stream.write(b.bytes)
+    }
+
+    // MARK: transmission
+
+    private func transmit() throws {
+        let header = UnsafeMutableRawBufferPointer.allocate(byteCount: 28, alignment: 8)
+        defer { header.deallocate() }
+        let size = export.file.size
+        while true {
+            try stream.readExactly(header)
+            func be<T: FixedWidthInteger>(_ o: Int, _: T.Type) -> T { T(bigEndian: header.loadUnaligned(fromByteOffset: o, as: T.self)) }
+            guard be(0, UInt32.self) == NBDProtocol.requestMagic else {
+                log("nbd: bad request magic; closing")
+                return
+            }
+            let flags = be(4, UInt16.self)
+            let type = be(6, UInt16.self)
+            let handle = header.loadUnaligned(fromByteOffset: 8, as: UInt64.self) // echoed as sent
+            let offset = be(16, UInt64.self)
+            let length = be(24, UInt32.self)
+            let inRange = offset <= size && UInt64(length) <= size - offset
+
+            switch type {
+            case NBDProtocol.cmdDisconnect:
+                return
+            case NBDProtocol.cmdRead:
+                guard Int(length) <= NBDProtocol.maxPayload else { sendError(handle, NBDProtocol.eOverflow); continue }
+                guard inRange else { sendError(handle, NBDProtocol.eInval); continue }
+                let buf = buffers.take(16 + Int(length))
+                inFlight.enter()
+                pool.submit { [self] in
+                    defer { inFlight.leave() }
+                    let payload = UnsafeMutableRawBufferPointer(rebasing: buf[16..<(16 + Int(length))])
+                    var status: UInt32 = 0
+                    do {
+                        let n = try export.file.read(into: payload, at: offset)
+                        if n < Int(length) { status = NBDProtocol.eIO }
+                    } catch {
+                        log("nbd: read at \(offset)+\(length) failed: \(error)")
+                        status = NBDProtocol.eIO
+                    }
+                    fillReplyHeader(buf, handle: handle, error: status)
+                    send(UnsafeRawBufferPointer(rebasing: buf[0..<(status == 0 ? 16 + Int(length) : 16)]))
+                    buffers.give(buf)
+                }
+            case NBDProtocol.cmdWrite:
+                guard Int(length) <= NBDProtocol.maxPayload else {
+                    // The payload cannot be skipped safely: refuse and close.
+                    sendError(handle, NBDProtocol.eOverflow)
+                    log("nbd: write of \(length) bytes exceeds \(NBDProtocol.maxPayload); closing")
+                    return
+                }
+                let buf = buffers.take(16 + Int(length))
+                try stream.readExactly(UnsafeMutableRawBufferPointer(rebasing: buf[16..<(16 + Int(length))]))
+                if let e = writeCheck(offset, UInt64(length), inRange, aligned: true) {
+                    buffers.give(buf)
+                    sendError(handle, e)
+                    continue
+                }
+                inFlight.enter()
+                pool.submit { [self] in
+                    defer { inFlight.leave() }
+                    var status: UInt32 = 0
+                    do {
+                        try export.file.write(UnsafeRawBufferPointer(rebasing: buf[16..<(16 + Int(length))]), at: offset)
+                        if flags & NBDProtocol.cmdFlagFUA != 0 { try export.file.flush() }
+                    } catch {
+                        log("nbd: write at \(offset)+\(length) failed: \(error)")
+                        status = NBDProtocol.eIO
+                    }
+                    buffers.give(buf)
+                    sendError(handle, status)
+                }
+            case NBDProtocol.cmdFlush:
+                inFlight.enter()
+                pool.submit { [self] in
+                    defer { inFlight.leave() }
+                    var status: UInt32 = 0
+                    do { try export.file.flush() } catch {
+                        log("nbd: flush failed: \(error)")
+                        status = NBDProtocol.eIO
+                    }
+                    sendError(handle, status)
+                }
+            case NBDProtocol.cmdTrim, NBDProtocol.cmdWriteZeroes:
+                if let e = writeCheck(offset, UInt64(length), inRange, aligned: type == NBDProtocol.cmdWriteZeroes) {
+                    sendError(handle, e)
+                    continue
+                }
+                inFlight.enter()
+                pool.submit { [self] in
+                    defer { inFlight.leave() }
+                    var status: UInt32 = 0
+                    do {
+                        if type == NBDProtocol.cmdTrim {
+                            // Trim is advisory: shrink to whole sectors.
+                            let lo = (offset + 511) / 512 * 512
+                            let hi = (offset + UInt64(length)) / 512 * 512
+                            if hi > lo { try export.file.discard(offset: lo, length: hi - lo) }
+                        } else {
+                            try export.file.writeZeroes(offset: offset, length: UInt64(length))
+                        }
+                        if flags & NBDProtocol.cmdFlagFUA != 0 { try export.file.flush() }
+                    } catch {
+                        log("nbd: \(type == NBDProtocol.cmdTrim ? "trim" : "write zeroes") at \(offset)+\(length) failed: \(error)")
+                        status = NBDProtocol.eIO
+                    }
+                    sendError(handle, status)
+                }
+            default:
+                sendError(handle, NBDProtocol.eInval)
+            }
+        }
+    }
+
+    /// The error for a write-like request, or nil if it may go ahead.
+    private func writeCheck(_ offset: UInt64, _ length: UInt64, _ inRange: Bool, aligned: Bool) -> UInt32? {
+        if export.readOnly { return NBDProtocol.ePerm }
+        if !inRange { return NBDProtocol.eNoSpc }
+        if aligned && (offset % 512 != 0 || length % 512 != 0) { return NBDProtocol.eInval }
+        return nil
+    }
+
+    private func fillReplyHeader(_ buf: UnsafeMutableRawBufferPointer, handle: UInt64, error: UInt32) {
+        buf.storeBytes(of: NBDProtocol.simpleReplyMagic.bigEndian, toByteOffset: 0, as: UInt32.self)
+        buf.storeBytes(of: error.bigEndian, toByteOffset: 4, as: UInt32.self)
+        buf.storeBytes(of: handle, toByteOffset: 8, as: UInt64.self)
+    }
+
+    private func sendError(_ handle: UInt64, _ error: UInt32) {
+        var b = (UInt64(0), UInt64(0))
+        withUnsafeMutableBytes(of: &b) { raw in
+            fillReplyHeader(raw, handle: handle, error: error)
+            send(UnsafeRawBufferPointer(raw))
+        }
+    }
+
+    private func send(_ bytes: UnsafeRawBufferPointer) {
+        writeLock.withLock { _ in
+            do { try stream.writeAll(bytes) } catch {
+                // The reader notices the broken socket and ends the connection.
+                shutdown(stream.fd, Int32(SHUT_RDWR))
+            }
+        }
+    }
+}
+
+/// Bounds the requests in flight on one connection and waits for them at the end.
+final class InFlightLimit: @unchecked Sendable {
+    private var mutex = pthread_mutex_t()
+    private var cond = pthread_cond_t()
+    private var count = 0
+    private let limit: Int
+
+    init(limit: Int) {
+        self.limit = limit
+        pthread_mutex_init(&mutex, nil)
+        pthread_cond_init(&cond, nil)
+    }
+
+    func enter() {
+        pthread_mutex_lock(&mutex)
+        while count >= limit { pthread_cond_wait(&cond, &mutex) }
+        count += 1
+        pthread_mutex_unlock(&mutex)
+    }
+
+    func leave() {
+        pthread_mutex_lock(&mutex)
+        count -= 1
+        pthread_cond_broadcast(&cond)
+        pthread_mutex_unlock(&mutex)
+    }
+
+    func waitForAll() {
+        pthread_mutex_lock(&mutex)
+        while count > 0 { pthread_cond_wait(&cond, &mutex) }
+        pthread_mutex_unlock(&mutex)
+    }
+}
+
+/// Reuses request buffers (up to 1 MiB of payload) so steady traffic allocates nothing.
+final class BufferPool: @unchecked Sendable {
+    private var mutex = pthread_mutex_t()
+    private var free: [UnsafeMutableRawBufferPointer] = []
+    static let reusable = 16 + (1 << 20)
+
+    init() { pthread_mutex_init(&mutex, nil) }
+
+    func take(_ size: Int) -> UnsafeMutableRawBufferPointer {
+        if size <= BufferPool.reusable {
+            pthread_mutex_lock(&mutex)
+            let b = free.popLast()
+            pthread_mutex_unlock(&mutex)
+            return b ?? .allocate(byteCount: BufferPool.reusable, alignment: 4096)
+        }
+        return .allocate(byteCount: size, alignment: 4096)
+    }
+
+    func give(_ b: UnsafeMutableRawBufferPointer) {
+        if b.count == BufferPool.reusable {
+            pthread_mutex_lock(&mutex)
+            let kept = free.count < 128
+            if kept { free.append(b) }
+            pthread_mutex_unlock(&mutex)
+            if kept { return }
+        }
+        b.deallocate()
+    }
+
+    deinit {
+        free.forEach { $0.deallocate() }
+        pthread_mutex_destroy(&mutex)
+    }
+}

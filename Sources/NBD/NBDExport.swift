@@ -1,0 +1,31 @@
+import BlockIO
+
+/// What an NBD server exports: a named block file.
+public struct NBDExport: Sendable {
+    public var name: String
+    public var file: any BlockFile
+    /// Export read-only even if the file is writable.
+    public var readOnly: Bool
+    public var description: String
+
+    public init(name: String = "", file: any BlockFile, readOnly: Bool? = nil, description: String = "obd image") {
+        self.name = name
+        self.file = file
+        self.readOnly = readOnly ?? !file.isWritable
+        self.description = description
+    }
+
+    /// Transmission flags for this export.
+    var transmissionFlags: UInt16 {
+        var f = NBDProtocol.tHasFlags | NBDProtocol.tSendFlush | NBDProtocol.tCanMultiConn
+        if readOnly {
+            f |= NBDProtocol.tReadOnly
+        } else {
+            f |= NBDProtocol.tSendFUA | NBDProtocol.tSendTrim | NBDProtocol.tSendWriteZeroes
+        }
+        return f
+    }
+
+    /// Whether a client asking for `requested` gets this export ("" is the default export).
+    func matches(_ requested: String) -> Bool { requested.isEmpty || requested == name }
+}

@@ -1,0 +1,129 @@
+import BlockIO
+import Glibc
+
+/// Errors of the NBD server's set-up.
+public enum NBDError: Error, CustomStringConvertible {
+    case socket(String)
+    public var description: String {
+        switch self { case let .socket(s): return s }
+    }
+}
+
+/// An NBD server (fixed newstyle) exporting one block file on a unix socket or TCP,
+/// to any number of connections.
+public final class NBDServer: @unchecked Sendable {
+    public let export: NBDExport
+    private let pool: WorkerPool
+    private let log: @Sendable (String) -> Void
+    private var listenFD: Int32 = -1
+    /// What the server listens on, for messages ("unix:/path" or "tcp:host:port").
+    public private(set) var address = ""
+
+    public init(export: NBDExport, workers: Int = 8, log: @escaping @Sendable (String) -> Void) {
+        self.export = export
+        pool = WorkerPool(threads: workers, capacity: 256, name: "obd-nbd")
+        self.log = log
+    }
+
+    /// Binds a unix socket at `path` (an existing socket file is replaced).
+    public func listen(unixPath path: String) throws {
+        let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+        guard fd >= 0 else { throw NBDError.socket("socket: \(BlockIOError.text(errno))") }
+        var addr = sockaddr_un()
+        addr.sun_family = sa_family_t(AF_UNIX)
+        let bytes = Array(path.utf8)
+        guard bytes.count < MemoryLayout.size(ofValue: addr.sun_path) else {
+            close(fd)
+            throw NBDError.socket("\(path): socket path is too long")
+        }
+        withUnsafeMutableBytes(of: &addr.sun_path) { raw in
+            for (i, b) in bytes.enumerated() { raw[i] = b }
+        }
+        var st = stat()
+        if lstat(path, &st) == 0 && (st.st_mode & S_IFMT) == S_IFSOCK { unlink(path) }
+        let rc = withUnsafePointer(to: &addr) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
+        }
+        guard rc == 0 else {
+            let e = errno
+            close(fd)
+            throw NBDError.socket("\(path): bind: \(BlockIOError.text(e))")
+        }
+        try finishListen(fd, "unix:\(path)")
+    }
+
+    /// Binds TCP `host:port` (IPv4 or IPv6; port 0 picks a free one).
+    public func listen(host: String, port: UInt16) throws {
+        var hints = addrinfo()
+        hints.ai_family = AF_UNSPEC
+        hints.ai_socktype = Int32(SOCK_STREAM.rawValue)
+        hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV
+        var res: UnsafeMutablePointer<addrinfo>?
+        let gai = getaddrinfo(host.isEmpty ? nil : host, String(port), &hints, &res)
+        guard gai == 0, let info = res else {
+            throw NBDError.socket("\(host):\(port): cannot resolve: \(String(cString: gai_strerror(gai)))")
+        }
+        defer { freeaddrinfo(res) }
+        let fd = socket(info.pointee.ai_family, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+        guard fd >= 0 else { throw NBDError.socket("socket: \(BlockIOError.text(errno))") }
+        var one: Int32 = 1
+        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, socklen_t(MemoryLayout<Int32>.size))
+        guard bind(fd, info.pointee.ai_addr, info.pointee.ai_addrlen) == 0 else {
+            let e = errno
+            close(fd)
+            throw NBDError.socket("\(host):\(port): bind: \(BlockIOError.text(e))")
+        }
+        var bound = sockaddr_storage()
+        var len = socklen_t(MemoryLayout<sockaddr_storage>.size)
+        _ = withUnsafeMutablePointer(to: &bound) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &len) } }
+        let actualPort = withUnsafeBytes(of: bound) { raw -> UInt16 in
+            UInt16(bigEndian: raw.loadUnaligned(fromByteOffset: 2, as: UInt16.self))
+        }
+        try finishListen(fd, "tcp:\(host):\(actualPort)")
+    }
+
+    private func finishListen(_ fd: Int32, _ address: String) throws {
+        guard Glibc.listen(fd, 64) == 0 else {
+            let e = errno
+            close(fd)
+            throw NBDError.socket("\(address): listen: \(BlockIOError.text(e))")
+        }
+        listenFD = fd
+        self.address = address
+    }
+
+    /// Accepts connections until `stop()`; each runs on its own thread.
+    public func serve() {
+        while true {
+            let fd = accept(listenFD, nil, nil)
+            if fd < 0 {
+                if errno == EINTR || errno == ECONNABORTED { continue }
+                return
+            }
+            _ = fcntl(fd, F_SETFD, FD_CLOEXEC)
+            var one: Int32 = 1
+            setsockopt(fd, Int32(IPPROTO_TCP), TCP_NODELAY, &one, socklen_t(MemoryLayout<Int32>.size))
+            let conn = NBDConnection(fd: fd, export: export, pool: pool, log: log)
+            var t = pthread_t()
+            let box = Unmanaged.passRetained(conn)
+            let rc = pthread_create(&t, nil, { arg in
+                let c = Unmanaged<NBDConnection>.fromOpaque(arg!).takeRetainedValue()
+                c.run()
+                return nil
+            }, box.toOpaque())
+            if rc == 0 { pthread_detach(t) } else {
+                box.release()
+                close(fd)
+            }
+        }
+    }
+
+    /// Stops accepting new connections.
+    public func stop() {
+        if listenFD >= 0 {
+            shutdown(listenFD, Int32(SHUT_RDWR))
+            close(listenFD)
+            listenFD = -1
+        }
+    }
+}

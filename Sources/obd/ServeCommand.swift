@@ -1,0 +1,72 @@
+import ArgumentParser
+import BlockIO
+import Glibc
+import Image
+import NBD
+
+struct ServeCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "serve",
+        abstract: "Serve an image as a block device.",
+        subcommands: [ServeNBDCommand.self])
+}
+
+struct ServeNBDCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "nbd",
+        abstract: "Export an image over NBD (fixed newstyle) on a unix socket or TCP, for the kernel NBD client and QEMU.",
+        discussion: """
+            The image is writable when its config has an upper layer (unless --read-only); writes land \
+            in the upper. Prints one line to stderr when it is ready to take connections. SIGTERM or \
+            SIGINT flushes the image and exits.
+            """)
+
+    @Argument(help: "Image config (config.v1.json).") var imageConfig: String
+    @Option(name: .long, help: "Unix socket path to listen on.") var socket: String?
+    @Option(name: .long, help: "TCP HOST:PORT to listen on (port 0 picks one).") var listen: String?
+    @Option(name: .long, help: "Global overlaybd.json (default: /etc/overlaybd/overlaybd.json if it exists).") var config: String?
+    @Option(name: .long, help: "Export name (clients may also ask for the default export \"\").") var name = ""
+    @Flag(name: .long, help: "Export read-only even if the image has an upper layer.") var readOnly = false
+    @Option(name: .long, help: "I/O worker threads.") var workers = 8
+
+    func run() throws {
+        try runReportingErrors {
+            guard (socket == nil) != (listen == nil) else { throw CLIError("give exactly one of --socket PATH or --listen HOST:PORT") }
+            guard (1...256).contains(workers) else { throw CLIError("--workers: \(workers) is not between 1 and 256") }
+            let global = try GlobalConfig.load(path: config)
+            let image = try Image.open(configPath: imageConfig, global: global, writable: !readOnly)
+            let disk = image.stack
+            let export = NBDExport(name: name, file: disk, readOnly: readOnly || !disk.isWritable)
+            let server = NBDServer(export: export, workers: workers) { writeStandardError("obd: " + $0 + "\n") }
+            if let socket {
+                try server.listen(unixPath: socket)
+            } else if let listen {
+                guard let colon = listen.lastIndex(of: ":"), let port = UInt16(listen[listen.index(after: colon)...]) else {
+                    throw CLIError("--listen: '\(listen)' is not HOST:PORT")
+                }
+                var host = String(listen[..<colon])
+                if host.hasPrefix("[") && host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
+                try server.listen(host: host, port: port)
+            }
+            // Signals are taken by this thread with sigwait; every other thread blocks them.
+            var set = sigset_t()
+            sigemptyset(&set)
+            sigaddset(&set, SIGTERM)
+            sigaddset(&set, SIGINT)
+            pthread_sigmask(SIG_BLOCK, &set, nil)
+            signal(SIGPIPE, SIG_IGN)
+            var thread = pthread_t()
+            let box = Unmanaged.passRetained(server)
+            pthread_create(&thread, nil, { arg in
+                Unmanaged<NBDServer>.fromOpaque(arg!).takeRetainedValue().serve()
+                return nil
+            }, box.toOpaque())
+            writeStandardError("obd: serving \(imageConfig) over nbd on \(server.address) (\(disk.size) bytes, \(export.readOnly ? "read-only" : "writable"))\n")
+            var sig: Int32 = 0
+            sigwait(&set, &sig)
+            server.stop()
+            do { try disk.flush() } catch { writeStandardError("obd: error: flush on exit failed: \(error)\n"); throw ExitCode.failure }
+            writeStandardError("obd: stopped (signal \(sig))\n")
+        }
+    }
+}
