@@ -139,3 +139,84 @@ struct CLIStreamTests {
         #expect(readText(dir.file("s.out")) == text)
     }
 }
+
+@Suite("obd serve nbd", .serialized)
+struct ServeNBDTests {
+    /// Starts `obd serve nbd`; returns its pid once the socket accepts connections.
+    static func start(_ args: [String], socket: String, log: String) throws -> pid_t {
+        let obd = builtProduct("obd")
+        var pid: pid_t = 0
+        var actions = posix_spawn_file_actions_t()
+        posix_spawn_file_actions_init(&actions)
+        defer { posix_spawn_file_actions_destroy(&actions) }
+        posix_spawn_file_actions_addopen(&actions, 2, log, O_CREAT | O_WRONLY | O_TRUNC, 0o600)
+        let argv = ([obd, "serve", "nbd"] + args).map { s in s.withCString { strdup($0) } } + [nil]
+        defer { argv.forEach { free($0) } }
+        guard posix_spawn(&pid, obd, &actions, nil, argv, environ) == 0 else { throw CLIError("spawn failed") }
+        for _ in 0..<200 {
+            if readText(log).contains("serving") { return pid }
+            usleep(25_000)
+        }
+        kill(pid, SIGKILL)
+        throw CLIError("server did not become ready: \(readText(log))")
+    }
+
+    static func stop(_ pid: pid_t) -> Int32 {
+        kill(pid, SIGTERM)
+        var status: Int32 = 0
+        waitpid(pid, &status, 0)
+        return status
+    }
+
+    struct CLIError: Error { let text: String; init(_ t: String) { text = t } }
+
+    @Test("qemu-img compare: the NBD export equals obd export of the same image", .enabled(if: ReferenceFiles.shouldRun))
+    func qemuCompare() throws {
+        let dir = TemporaryDirectory()
+        defer { dir.remove() }
+        let cfg = try ReferenceFiles.path("lsmt/merged/config.v1.json")
+        #expect(run([builtProduct("obd"), "export", cfg, "-o", dir.file("disk.raw")]).status == 0)
+        let pid = try Self.start([cfg, "--socket", dir.file("s")], socket: dir.file("s"), log: dir.file("log"))
+        let r = run(["/usr/bin/qemu-img", "compare", "-f", "raw", "-F", "raw", "nbd+unix:///?socket=" + dir.file("s"), dir.file("disk.raw")])
+        #expect(r.status == 0, "\(r.out) \(r.err)")
+        #expect(r.out.contains("Images are identical"))
+        #expect(Self.stop(pid) == 0)
+    }
+
+    @Test("qemu-io writes through a TCP export land in the upper and survive a restart")
+    func qemuWrites() throws {
+        let dir = TemporaryDirectory()
+        defer { dir.remove() }
+        let obd = builtProduct("obd")
+        #expect(run([obd, "create", dir.file("d"), dir.file("i"), "1"]).status == 0)
+        let cfg = dir.file("config.v1.json")
+        _ = run(["/bin/sh", "-c", "printf '{\"lowers\":[],\"upper\":{\"data\":\"d\",\"index\":\"i\"}}' > '\(cfg)'"])
+        let pid = try Self.start([cfg, "--listen", "127.0.0.1:0"], socket: "", log: dir.file("log"))
+        let port = readText(dir.file("log")).components(separatedByTCP: ())
+        #expect(!port.isEmpty)
+        let url = "nbd://127.0.0.1:\(port)"
+        let w = run(["/usr/bin/qemu-io", "-f", "raw", "-c", "write -P 0xab 1M 64k", "-c", "write -z 4M 8k", "-c", "flush", url])
+        #expect(w.status == 0, "\(w.out) \(w.err)")
+        #expect(Self.stop(pid) == 0)
+        let exported = run(["/bin/sh", "-c", "'\(obd)' export '\(cfg)' -o - | head -c 1114112 | tail -c 65536 | od -v -An -tx1 | sort -u"])
+        #expect(exported.out.trimmingCharacters() == "ab ab ab ab ab ab ab ab ab ab ab ab ab ab ab ab")
+    }
+}
+
+extension String {
+    func trimmingCharacters() -> String {
+        var s = Substring(self)
+        while let f = s.first, f.isWhitespace { s = s.dropFirst() }
+        while let l = s.last, l.isWhitespace { s = s.dropLast() }
+        return String(s)
+    }
+
+    /// The port in an "obd: serving ... on tcp:HOST:PORT (...)" line.
+    func components(separatedByTCP: ()) -> String {
+        guard let r = range(of: "on tcp:") else { return "" }
+        let rest = self[r.upperBound...]
+        guard let space = rest.firstIndex(of: " ") else { return "" }
+        let addr = rest[..<space]
+        return String(addr[addr.index(after: addr.lastIndex(of: ":")!)...])
+    }
+}
