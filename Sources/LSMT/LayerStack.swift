@@ -54,12 +54,11 @@ public final class LayerStack: BlockFile, @unchecked Sendable {
         let count = Int(min(UInt64(buffer.count), virtualSize - offset))
         let dst = UnsafeMutableRawBufferPointer(rebasing: buffer[0..<count])
         if let upper {
-            try upper.withIndex { map in
-                try map.segments.withUnsafeBufferPointer { segs in
-                    try walk(segs, start: map.firstIndex(endingAfter: offset / 512), from: offset, dst: dst,
-                             gap: { lo, piece in try readLowers(into: piece, at: lo) },
-                             data: { seg, piece, fileOffset in try readData(upper.dataFile, piece, fileOffset) })
-                }
+            upper.lockIndexForReading()
+            defer { upper.unlockIndex() }
+            let segments = upper.currentSegments
+            try segments.withUnsafeBufferPointer { segs in
+                try readRange(segs, start: upper.currentFirstIndex(endingAfter: offset / 512), from: offset, dst: dst, upperFile: upper.dataFile)
             }
         } else {
             try readLowers(into: dst, at: offset)
@@ -68,12 +67,9 @@ public final class LayerStack: BlockFile, @unchecked Sendable {
     }
 
     /// Reads from the merged lower index only.
-    @inline(__always)
     private func readLowers(into dst: UnsafeMutableRawBufferPointer, at offset: UInt64) throws {
         try index.segments.withUnsafeBufferPointer { segs in
-            try walk(segs, start: index.firstIndex(endingAfter: offset / 512), from: offset, dst: dst,
-                     gap: { _, piece in piece.initializeMemory(as: UInt8.self, repeating: 0) },
-                     data: { seg, piece, fileOffset in try readData(files[Int(seg.tag)], piece, fileOffset) })
+            try readRange(segs, start: index.firstIndex(endingAfter: offset / 512), from: offset, dst: dst, upperFile: nil)
         }
     }
 
@@ -86,25 +82,29 @@ public final class LayerStack: BlockFile, @unchecked Sendable {
         }
     }
 
-    /// Visits `[from, from+dst.count)` piece by piece: gaps, zeroed extents, data.
-    @inline(__always)
-    private func walk(_ segs: UnsafeBufferPointer<Segment>, start: Int, from: UInt64, dst: UnsafeMutableRawBufferPointer,
-                      gap: (UInt64, UnsafeMutableRawBufferPointer) throws -> Void,
-                      data: (Segment, UnsafeMutableRawBufferPointer, UInt64) throws -> Void) throws {
+    /// Fills `dst` (disk bytes from `from`) piece by piece from `segs`: data, zeroed
+    /// extents and gaps. With `upperFile`, `segs` is the upper's index (data comes from
+    /// that file; gaps from the lowers); without, it is the merged lower index (data
+    /// from `files[tag]`; gaps read as zeros).
+    private func readRange(_ segs: UnsafeBufferPointer<Segment>, start: Int, from: UInt64,
+                           dst: UnsafeMutableRawBufferPointer, upperFile: (any BlockFile)?) throws {
         let end = from + UInt64(dst.count)
         var pos = from
         var i = start
         while pos < end {
-            if i >= segs.count || segs[i].offset * 512 >= end {
-                try gap(pos, UnsafeMutableRawBufferPointer(rebasing: dst[Int(pos - from)..<Int(end - from)]))
-                return
+            let gapEnd: UInt64 = (i >= segs.count || segs[i].offset * 512 >= end) ? end : max(pos, segs[i].offset * 512)
+            if gapEnd > pos {
+                let piece = UnsafeMutableRawBufferPointer(rebasing: dst[Int(pos - from)..<Int(gapEnd - from)])
+                if upperFile != nil {
+                    try readLowers(into: piece, at: pos)
+                } else {
+                    piece.initializeMemory(as: UInt8.self, repeating: 0)
+                }
+                pos = gapEnd
+                if pos >= end { return }
             }
             let seg = segs[i]
             let segStart = seg.offset * 512
-            if segStart > pos {
-                try gap(pos, UnsafeMutableRawBufferPointer(rebasing: dst[Int(pos - from)..<Int(segStart - from)]))
-                pos = segStart
-            }
             // Join following extents that continue this one in the same file, so a
             // sequential read makes one copy per run instead of one per extent.
             var last = seg
@@ -120,7 +120,7 @@ public final class LayerStack: BlockFile, @unchecked Sendable {
             if seg.zeroed {
                 piece.initializeMemory(as: UInt8.self, repeating: 0)
             } else {
-                try data(seg, piece, seg.moffset * 512 + (pos - segStart))
+                try readData(upperFile ?? files[Int(seg.tag)], piece, seg.moffset * 512 + (pos - segStart))
             }
             pos = pieceEnd
             i += 1

@@ -16,6 +16,12 @@ final class ReadWriteLock: @unchecked Sendable {
     }
 
     @inline(__always)
+    func readLock() { pthread_rwlock_rdlock(lock) }
+
+    @inline(__always)
+    func unlock() { pthread_rwlock_unlock(lock) }
+
+    @inline(__always)
     func withReadLock<R>(_ body: () throws -> R) rethrows -> R {
         pthread_rwlock_rdlock(lock)
         defer { pthread_rwlock_unlock(lock) }

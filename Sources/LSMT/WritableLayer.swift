@@ -168,6 +168,20 @@ public final class WritableLayer: @unchecked Sendable {
         try mapLock.withReadLock { try body(map) }
     }
 
+    /// Takes the index's read lock (pair with `unlockIndex`); for hot read paths that
+    /// must not go through closures.
+    @inline(__always)
+    public func lockIndexForReading() { mapLock.readLock() }
+
+    @inline(__always)
+    public func unlockIndex() { mapLock.unlock() }
+
+    /// The index's segments; call between `lockIndexForReading` and `unlockIndex`.
+    public var currentSegments: [Segment] { map.segments }
+
+    /// `firstIndex(endingAfter:)` of the current index; call under the read lock.
+    public func currentFirstIndex(endingAfter sector: UInt64) -> Int { map.firstIndex(endingAfter: sector) }
+
     /// A copy of the current index.
     public var segments: [Segment] { withIndex { $0.segments } }
 

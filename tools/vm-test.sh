@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# VM integration tests with a real kernel (QEMU guest, TCG): see tools/vm/.
+#   tools/vm-test.sh [nbd] [virtio] [tcmu]     (default: all that exist)
+# Needs the reference files (../shared/testdata/overlaybd-ref or $OBD_REFERENCE_DIR).
+# VM tests run one at a time (2 cores).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+REF=${OBD_REFERENCE_DIR:-$ROOT/../shared/testdata/overlaybd-ref}
+REF=$(readlink -f "$REF")
+[ -f "$REF/SHA256SUMS" ] || { echo "vm-test: FAIL: reference files not found at $REF" >&2; exit 1; }
+swift build -c release --product obd 2>&1 | tail -1
+OBD=$(swift build -c release --show-bin-path)/obd
+W=$(mktemp -d /tmp/obd-vmtest.XXXXXX)
+trap 'rm -rf "$W"' EXIT
+L=$REF/lsmt
+printf '{"lowers":[{"file":"%s"},{"file":"%s"}]}\n' "$L/l1/layer1.commit.lz4.zfile.tar" "$L/l2/layer2.commit.lz4.zfile" > "$W/ro.json"
+"$OBD" create "$W/upper_data" "$W/upper_index" 0
+printf '{"lowers":[{"file":"%s"},{"file":"%s"}],"upper":{"data":"upper_data","index":"upper_index"},"resultFile":"result"}\n' \
+  "$L/l1/layer1.commit.lz4.zfile.tar" "$L/l2/layer2.commit" > "$W/rw.json"
+printf '{"lowers":[{"file":"%s"},{"file":"%s"},{"file":"new.commit"}]}\n' \
+  "$L/l1/layer1.commit.lz4.zfile.tar" "$L/l2/layer2.commit" > "$W/after.json"
+
+tests=("$@")
+[ ${#tests[@]} -gt 0 ] || tests=(nbd virtio)
+status=0
+for t in "${tests[@]}"; do
+  echo "== vm test: $t"
+  case $t in
+    nbd)
+      out=$(VM_LOG=$W/console-nbd.log tools/vm/run.sh tools/vm/guest-nbd.sh "$OBD" "$W" "$REF" 2>&1) || true
+      echo "$out" | grep -E "^(==|NBD-|e2fsck|GUEST-)" || true
+      echo "$out" | grep -q GUEST-NBD-OK || { echo "$out" | tail -30; echo "vm-test: FAIL: nbd"; status=1; }
+      ;;
+    virtio)
+      "$OBD" serve nbd "$W/ro.json" --socket "$W/q.sock" 2> "$W/q.log" &
+      spid=$!
+      for _ in $(seq 100); do grep -q serving "$W/q.log" && break; sleep 0.1; done
+      out=$(VM_LOG=$W/console-virtio.log VM_EXTRA="-drive file=nbd:unix:$W/q.sock,if=virtio,format=raw,readonly=on" \
+            tools/vm/run.sh tools/vm/guest-virtio.sh 2>&1) || true
+      kill -TERM "$spid"; wait "$spid" || true
+      echo "$out" | grep -E "^GUEST-" || true
+      echo "$out" | grep -q GUEST-VIRTIO-OK || { echo "$out" | tail -30; echo "vm-test: FAIL: virtio"; status=1; }
+      ;;
+    *) echo "vm-test: unknown test $t"; status=1 ;;
+  esac
+done
+[ $status -eq 0 ] && echo "vm-test: all passed"
+exit $status
