@@ -12,6 +12,13 @@ PACKAGES=(
   lz4 zstd        # peers measured by the compression benchmarks
   e2fsprogs       # debugfs/e2fsck to look inside demo images
   coreutils       # sha256sum, cmp, du used by tests and scripts
+  qemu-utils      # qemu-img/qemu-io/qemu-nbd: NBD client checks and the NBD benchmark peer
+  qemu-system-x86 # the VM integration tests' guest (TCG)
+  linux-image-amd64 busybox-static cpio kmod  # the guest's kernel, init and module loading
+  nbd-client      # the kernel NBD client, used inside the guest
+  util-linux      # blkdiscard inside the guest
+  fio             # NBD benchmark client (its nbd engine)
+  libnl-3-dev libnl-genl-3-dev  # TCMU generic netlink (obd-tcmu)
 )
 
 missing=()

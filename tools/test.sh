@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs every test: installs dependencies, builds (debug and release, failing on any
 # warning in obd's own code), runs the unit, reference, crash and CLI tests, then
-# runs each fuzz target for a bounded time.
+# runs the VM integration tests (tools/vm-test.sh) and each fuzz target for a bounded time.
 #
 # Environment: CI=true makes missing reference files a failure (they are read from
 # ../shared/testdata/overlaybd-ref, or $OBD_REFERENCE_DIR).
@@ -40,6 +40,9 @@ check_warnings /tmp/obd-build-debug.log
 echo "== tests"
 swift test --skip-build 2>&1 | tee /tmp/obd-test.log
 grep -qE "Test run with [0-9]+ tests? .*passed" /tmp/obd-test.log || { echo "test.sh: FAIL: tests did not pass" >&2; exit 1; }
+
+echo "== VM integration tests (real kernel in a QEMU guest)"
+tools/vm-test.sh
 
 echo "== fuzzing"
 tools/fuzz.sh "${FUZZ_SECONDS:-30}"

@@ -15,6 +15,13 @@ func corpus() throws -> LocalFileHandle {
 typealias LocalFileHandle = LocalFile
 
 do {
+    if which == "nbd-setup" {
+        // obd-bench nbd-setup DIR MIB
+        let rest = args.filter { !$0.hasPrefix("-") }
+        guard rest.count == 3, let mib = Int(rest[2]) else { print("usage: obd-bench nbd-setup DIR MIB"); exit(2) }
+        try NBDSetup.run(dir: rest[1], diskMiB: mib, corpus: corpus())
+        exit(0)
+    }
     if which == "zfile-read" || which == "all" {
         print(try ZFileBenchmarks.read(corpus: corpus(), work: work, randomReads: quick ? 50_000 : 200_000))
     }

@@ -23,7 +23,7 @@ hashof() { sha256sum "$1" | cut -d' ' -f1; }
 
 echo "== 1. read-only reference stack over TCP"
 serve "$W/ro.json" "$W/s1.log" --listen 127.0.0.1:10809
-nbd-client 127.0.0.1 10809 /dev/nbd0 -N "" -b 512 || fail "nbd-client connect"
+nbd-client -N "" -b 512 127.0.0.1 10809 /dev/nbd0 || fail "nbd-client connect"
 mkdir -p /run/m && mount -o ro /dev/nbd0 /run/m || fail "mount ro"
 [ "$(hashof /run/m/etc/hostname)" = "$H_HOSTNAME" ] || fail "hostname hash"
 [ "$(hashof /run/m/data/layer2.bin)" = "$H_LAYER2" ] || fail "layer2.bin hash"
@@ -38,7 +38,7 @@ stop
 
 echo "== 2. writable image over a unix socket"
 serve "$W/rw.json" "$W/s2.log" --socket /run/obd-nbd.sock   # unix sockets cannot live on 9p
-nbd-client -unix /run/obd-nbd.sock /dev/nbd1 -N "" -b 512 || fail "nbd-client unix"
+nbd-client -N "" -b 512 -u /run/obd-nbd.sock /dev/nbd1 || fail "nbd-client unix"
 mount /dev/nbd1 /run/m || fail "mount rw"
 echo "written through obd over nbd" > /run/m/data/new.txt
 head -c 300000 /dev/urandom > /run/m/data/blob.bin
@@ -50,7 +50,7 @@ e2fsck -fn /dev/nbd1 > "$W/fsck2.log" 2>&1; rc=$?
 echo "e2fsck -fn exit $rc (after writes)"; [ $rc -le 4 ] || { cat "$W/fsck2.log"; fail "e2fsck $rc"; }
 # Discard a range that the filesystem does not use (beyond 900 MiB) after filling it.
 dd if=/dev/urandom of=/dev/nbd1 bs=1M seek=950 count=2 oflag=direct 2>/dev/null || fail "dd"
-blkdiscard -o $((950 * 1048576)) -l $((2 * 1048576)) /dev/nbd1 || fail "blkdiscard"
+blkdiscard -f -o $((950 * 1048576)) -l $((2 * 1048576)) /dev/nbd1 || fail "blkdiscard"
 cmp -n $((2 * 1048576)) -i $((950 * 1048576)):0 /dev/nbd1 /dev/zero || fail "discarded range is not zeros"
 echo "NBD-RW blkdiscard reads back zeros"
 nbd-client -d /dev/nbd1
@@ -59,7 +59,7 @@ stop
 echo "== 3. commit the upper and open the new stack"
 "$OBD" commit -z "$W/upper_data" "$W/upper_index" "$W/new.commit" || fail "commit"
 serve "$W/after.json" "$W/s3.log" --listen 127.0.0.1:10810
-nbd-client 127.0.0.1 10810 /dev/nbd2 -N "" -b 512 || fail "nbd-client 3"
+nbd-client -N "" -b 512 127.0.0.1 10810 /dev/nbd2 || fail "nbd-client 3"
 mount -o ro /dev/nbd2 /run/m || fail "mount after commit"
 [ "$(cat /run/m/data/new.txt)" = "written through obd over nbd" ] || fail "new.txt after commit"
 [ "$(hashof /run/m/data/blob.bin)" = "$BLOB" ] || fail "blob after commit"
