@@ -10,7 +10,6 @@ QUICK=${1:-}
 MIB=1024; RUNTIME=10
 [ "$QUICK" = "--quick" ] && { MIB=256; RUNTIME=3; }
 tools/install-deps.sh >/dev/null
-swift build -c release --product obd --product obd-bench 2>&1 | tail -1 || true
 swift build -c release --product obd 2>&1 | tail -1
 swift build -c release --product obd-bench 2>&1 | tail -1
 BIN=$(swift build -c release --show-bin-path)
@@ -39,7 +38,7 @@ start_qemu() { # socket
 }
 fio_run() { # socket rw bs depth -> prints IOPS and MB/s
   fio --name=b --ioengine=nbd --uri="nbd+unix:///?socket=$1" --rw="$2" --bs="$3" --iodepth="$4" \
-      --size=$((MIB << 20)) --time_based --runtime="$RUNTIME" --output-format=json 2>/dev/null |
+      --size=$((MIB << 20)) --time_based --runtime="$RUNTIME" --output-format=json 2>/dev/null | sed -n '/^{/,$p' |
     python3 -c 'import json,sys; r=json.load(sys.stdin)["jobs"][0]["read"]; print(round(r["iops"]), round(r["bw_bytes"]/1e6))'
 }
 

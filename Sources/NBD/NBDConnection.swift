@@ -148,11 +148,17 @@ final class NBDConnection: @unchecked Sendable {
     // MARK: transmission
 
     private func transmit() throws {
-        let header = UnsafeMutableRawBufferPointer.allocate(byteCount: 28, alignment: 8)
-        defer { header.deallocate() }
+        let input = InputBuffer(stream: stream, capacity: 256 * 1024)
+        let output = OutputBuffer(capacity: 2 << 20)
         let size = export.file.size
+        defer { flushOutput(output) }
         while true {
-            try stream.readExactly(header)
+            if input.available < 28 {
+                // Nothing more queued by the client: send what is ready before waiting.
+                flushOutput(output)
+                try input.fill(atLeast: 28)
+            }
+            let header = input.peek(28)
             func be<T: FixedWidthInteger>(_ o: Int, _: T.Type) -> T { T(bigEndian: header.loadUnaligned(fromByteOffset: o, as: T.self)) }
             guard be(0, UInt32.self) == NBDProtocol.requestMagic else {
                 log("nbd: bad request magic; closing")
@@ -163,14 +169,32 @@ final class NBDConnection: @unchecked Sendable {
             let handle = header.loadUnaligned(fromByteOffset: 8, as: UInt64.self) // echoed as sent
             let offset = be(16, UInt64.self)
             let length = be(24, UInt32.self)
+            input.consume(28)
             let inRange = offset <= size && UInt64(length) <= size - offset
 
             switch type {
             case NBDProtocol.cmdDisconnect:
                 return
             case NBDProtocol.cmdRead:
-                guard Int(length) <= NBDProtocol.maxPayload else { sendError(handle, NBDProtocol.eOverflow); continue }
-                guard inRange else { sendError(handle, NBDProtocol.eInval); continue }
+                guard Int(length) <= NBDProtocol.maxPayload else { queueReply(output, handle, NBDProtocol.eOverflow); continue }
+                guard inRange else { queueReply(output, handle, NBDProtocol.eInval); continue }
+                if export.inlineReads && Int(length) <= NBDConnection.inlineReadLimit {
+                    // Cheap local read: serve it on this thread straight into the reply
+                    // batch; no hand-off, and one send for many replies.
+                    if output.free < 16 + Int(length) { flushOutput(output) }
+                    let slot = output.reserve(16 + Int(length))
+                    var status: UInt32 = 0
+                    do {
+                        let n = try export.file.read(into: UnsafeMutableRawBufferPointer(rebasing: slot[16...]), at: offset)
+                        if n < Int(length) { status = NBDProtocol.eIO }
+                    } catch {
+                        log("nbd: read at \(offset)+\(length) failed: \(error)")
+                        status = NBDProtocol.eIO
+                    }
+                    fillReplyHeader(slot, handle: handle, error: status)
+                    output.commit(status == 0 ? 16 + Int(length) : 16)
+                    continue
+                }
                 let buf = buffers.take(16 + Int(length))
                 inFlight.enter()
                 pool.submit { [self] in
@@ -191,15 +215,15 @@ final class NBDConnection: @unchecked Sendable {
             case NBDProtocol.cmdWrite:
                 guard Int(length) <= NBDProtocol.maxPayload else {
                     // The payload cannot be skipped safely: refuse and close.
-                    sendError(handle, NBDProtocol.eOverflow)
+                    queueReply(output, handle, NBDProtocol.eOverflow)
                     log("nbd: write of \(length) bytes exceeds \(NBDProtocol.maxPayload); closing")
                     return
                 }
                 let buf = buffers.take(16 + Int(length))
-                try stream.readExactly(UnsafeMutableRawBufferPointer(rebasing: buf[16..<(16 + Int(length))]))
+                try input.read(into: UnsafeMutableRawBufferPointer(rebasing: buf[16..<(16 + Int(length))]))
                 if let e = writeCheck(offset, UInt64(length), inRange, aligned: true) {
                     buffers.give(buf)
-                    sendError(handle, e)
+                    queueReply(output, handle, e)
                     continue
                 }
                 inFlight.enter()
@@ -229,7 +253,7 @@ final class NBDConnection: @unchecked Sendable {
                 }
             case NBDProtocol.cmdTrim, NBDProtocol.cmdWriteZeroes:
                 if let e = writeCheck(offset, UInt64(length), inRange, aligned: type == NBDProtocol.cmdWriteZeroes) {
-                    sendError(handle, e)
+                    queueReply(output, handle, e)
                     continue
                 }
                 inFlight.enter()
@@ -253,9 +277,27 @@ final class NBDConnection: @unchecked Sendable {
                     sendError(handle, status)
                 }
             default:
-                sendError(handle, NBDProtocol.eInval)
+                queueReply(output, handle, NBDProtocol.eInval)
             }
         }
+    }
+
+    /// Reads up to this size are served on the connection's thread when the export allows.
+    static let inlineReadLimit = 256 * 1024
+
+    /// Adds a payload-less reply to the batch.
+    private func queueReply(_ output: OutputBuffer, _ handle: UInt64, _ error: UInt32) {
+        if output.free < 16 { flushOutput(output) }
+        let slot = output.reserve(16)
+        fillReplyHeader(slot, handle: handle, error: error)
+        output.commit(16)
+    }
+
+    /// Sends the batched replies.
+    private func flushOutput(_ output: OutputBuffer) {
+        guard output.count > 0 else { return }
+        send(output.bytes)
+        output.reset()
     }
 
     /// The error for a write-like request, or nil if it may go ahead.
@@ -357,4 +399,77 @@ final class BufferPool: @unchecked Sendable {
         free.forEach { $0.deallocate() }
         pthread_mutex_destroy(&mutex)
     }
+}
+
+/// Buffered reads of the request stream: many small requests per system call.
+final class InputBuffer {
+    let stream: SocketStream
+    private let storage: UnsafeMutableRawBufferPointer
+    private var start = 0
+    private var end = 0
+
+    init(stream: SocketStream, capacity: Int) {
+        self.stream = stream
+        storage = .allocate(byteCount: capacity, alignment: 64)
+    }
+
+    deinit { storage.deallocate() }
+
+    var available: Int { end - start }
+
+    /// Waits until at least `n` (<= capacity) bytes are buffered.
+    func fill(atLeast n: Int) throws {
+        if start > 0 && storage.count - start < n {
+            let len = end - start
+            if len > 0 { storage.baseAddress!.copyMemory(from: storage.baseAddress! + start, byteCount: len) }
+            start = 0
+            end = len
+        }
+        while end - start < n {
+            let got = recv(stream.fd, storage.baseAddress! + end, storage.count - end, 0)
+            if got == 0 { throw SocketStream.Failure.closed }
+            if got < 0 {
+                if errno == EINTR { continue }
+                throw SocketStream.Failure.error(errno)
+            }
+            end += got
+        }
+    }
+
+    func peek(_ n: Int) -> UnsafeRawBufferPointer { UnsafeRawBufferPointer(rebasing: storage[start..<(start + n)]) }
+
+    func consume(_ n: Int) {
+        start += n
+        if start == end { start = 0; end = 0 }
+    }
+
+    /// Fills `dst` from the buffer, then straight from the socket.
+    func read(into dst: UnsafeMutableRawBufferPointer) throws {
+        let n = min(available, dst.count)
+        if n > 0 {
+            dst.baseAddress!.copyMemory(from: storage.baseAddress! + start, byteCount: n)
+            consume(n)
+        }
+        if n < dst.count { try stream.readExactly(UnsafeMutableRawBufferPointer(rebasing: dst[n...])) }
+    }
+}
+
+/// Replies batched by the connection's thread, sent with one system call.
+final class OutputBuffer {
+    private let storage: UnsafeMutableRawBufferPointer
+    private(set) var count = 0
+
+    init(capacity: Int) { storage = .allocate(byteCount: capacity, alignment: 64) }
+    deinit { storage.deallocate() }
+
+    var free: Int { storage.count - count }
+    var bytes: UnsafeRawBufferPointer { UnsafeRawBufferPointer(rebasing: storage[0..<count]) }
+
+    /// Space for `n` bytes (call `commit` with how many were used). Requires `n <= free`.
+    func reserve(_ n: Int) -> UnsafeMutableRawBufferPointer {
+        UnsafeMutableRawBufferPointer(rebasing: storage[count..<(count + n)])
+    }
+
+    func commit(_ n: Int) { count += n }
+    func reset() { count = 0 }
 }

@@ -7,9 +7,14 @@ public struct NBDExport: Sendable {
     /// Export read-only even if the file is writable.
     public var readOnly: Bool
     public var description: String
+    /// Reads are cheap and never wait long (local layers): small ones may be served on
+    /// the connection's own thread. False for images whose reads may fetch remotely.
+    public var inlineReads: Bool
 
-    public init(name: String = "", file: any BlockFile, readOnly: Bool? = nil, description: String = "obd image") {
+    public init(name: String = "", file: any BlockFile, readOnly: Bool? = nil, description: String = "obd image",
+                inlineReads: Bool = true) {
         self.name = name
+        self.inlineReads = inlineReads
         self.file = file
         self.readOnly = readOnly ?? !file.isWritable
         self.description = description
