@@ -6,6 +6,7 @@ let package = Package(
     platforms: [.macOS(.v15)],
     products: [
         .executable(name: "obd", targets: ["obd"]),
+        .executable(name: "obd-tcmu", targets: ["obd-tcmu"]),
         .library(name: "BlockIO", targets: ["BlockIO"]),
         .library(name: "ZFile", targets: ["ZFile"]),
         .library(name: "LSMT", targets: ["LSMT"]),
@@ -15,12 +16,14 @@ let package = Package(
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
         .package(url: "https://github.com/apple/swift-crypto", from: "3.12.3"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
     ],
     targets: [
         // C libraries from Debian, reached through system-library targets.
         .systemLibrary(name: "CLZ4", pkgConfig: "liblz4", providers: [.apt(["liblz4-dev"])]),
         .systemLibrary(name: "CZstd", pkgConfig: "libzstd", providers: [.apt(["libzstd-dev"])]),
         .systemLibrary(name: "CISAL", providers: [.apt(["libisal-dev"])]),
+        .systemLibrary(name: "CNL", pkgConfig: "libnl-genl-3.0", providers: [.apt(["libnl-3-dev", "libnl-genl-3-dev"])]),
 
         // Floor 0: the file protocol.
         .target(name: "BlockIO"),
@@ -31,9 +34,15 @@ let package = Package(
         .target(name: "Image", dependencies: ["BlockIO", "ZFile", "LSMT"]),
         // Floor 3: frontends.
         .target(name: "NBD", dependencies: ["BlockIO"]),
+        .target(name: "TCMU", dependencies: ["BlockIO", "Image", "CNL"]),
         // Floor 4: entry points.
         .executableTarget(name: "obd", dependencies: [
             "BlockIO", "ZFile", "LSMT", "Image", "NBD",
+            .product(name: "ArgumentParser", package: "swift-argument-parser"),
+        ]),
+        .executableTarget(name: "obd-tcmu", dependencies: [
+            "TCMU", "Image", "BlockIO",
+            .product(name: "Logging", package: "swift-log"),
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
         // Benchmarks: obd and its anchors measured side by side (benchmarks/run.sh).
@@ -50,6 +59,7 @@ let package = Package(
         .testTarget(name: "ZFileTests", dependencies: ["ZFile", "BlockIO", "TestSupport", "CLZ4", "CZstd"]),
         .testTarget(name: "LSMTTests", dependencies: ["LSMT", "BlockIO", "ZFile", "TestSupport"]),
         .testTarget(name: "ImageTests", dependencies: ["Image", "LSMT", "ZFile", "BlockIO", "TestSupport"]),
+        .testTarget(name: "TCMUTests", dependencies: ["TCMU", "BlockIO", "LSMT", "TestSupport"]),
         .testTarget(name: "NBDTests", dependencies: ["NBD", "LSMT", "BlockIO", "TestSupport"]),
         .testTarget(name: "CLITests", dependencies: ["BlockIO", "TestSupport"]),
     ],

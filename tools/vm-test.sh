@@ -10,7 +10,9 @@ REF=${OBD_REFERENCE_DIR:-$ROOT/../shared/testdata/overlaybd-ref}
 REF=$(readlink -f "$REF")
 [ -f "$REF/SHA256SUMS" ] || { echo "vm-test: FAIL: reference files not found at $REF" >&2; exit 1; }
 swift build -c release --product obd 2>&1 | tail -1
+swift build -c release --product obd-tcmu 2>&1 | tail -1
 OBD=$(swift build -c release --show-bin-path)/obd
+TCMU=$(swift build -c release --show-bin-path)/obd-tcmu
 W=$(mktemp -d /tmp/obd-vmtest.XXXXXX)
 trap 'rm -rf "$W"' EXIT
 L=$REF/lsmt
@@ -20,9 +22,12 @@ printf '{"lowers":[{"file":"%s"},{"file":"%s"}],"upper":{"data":"upper_data","in
   "$L/l1/layer1.commit.lz4.zfile.tar" "$L/l2/layer2.commit" > "$W/rw.json"
 printf '{"lowers":[{"file":"%s"},{"file":"%s"},{"file":"new.commit"}]}\n' \
   "$L/l1/layer1.commit.lz4.zfile.tar" "$L/l2/layer2.commit" > "$W/after.json"
+# Same stacks with result files, for TCMU.
+printf '{"lowers":[{"file":"%s"},{"file":"%s"}],"resultFile":"result-ro"}\n' "$L/l1/layer1.commit.lz4.zfile.tar" "$L/l2/layer2.commit.lz4.zfile" > "$W/ro.json"
+printf '{"lowers":[{"file":"%s"},{"file":"missing.commit"}],"resultFile":"result-bad"}\n' "$L/l1/layer1.commit" > "$W/bad.json"
 
 tests=("$@")
-[ ${#tests[@]} -gt 0 ] || tests=(nbd virtio)
+[ ${#tests[@]} -gt 0 ] || tests=(nbd virtio tcmu)
 status=0
 for t in "${tests[@]}"; do
   echo "== vm test: $t"
@@ -41,6 +46,13 @@ for t in "${tests[@]}"; do
       kill -TERM "$spid"; wait "$spid" || true
       echo "$out" | grep -E "^GUEST-" || true
       echo "$out" | grep -q GUEST-VIRTIO-OK || { echo "$out" | tail -30; echo "vm-test: FAIL: virtio"; status=1; }
+      ;;
+    tcmu)
+      rm -f "$W"/result*
+      rm -f "$W/upper_data" "$W/upper_index" "$W/new.commit"; "$OBD" create "$W/upper_data" "$W/upper_index" 0
+      out=$(VM_LOG=$W/console-tcmu.log tools/vm/run.sh tools/vm/guest-tcmu.sh "$TCMU" "$OBD" "$W" "$REF" 2>&1) || true
+      echo "$out" | grep -E "^(==|TCMU|e2fsck|bad config|read past|GUEST-)" || true
+      echo "$out" | grep -q GUEST-TCMU-OK || { echo "$out" | tail -30; echo "vm-test: FAIL: tcmu"; status=1; }
       ;;
     *) echo "vm-test: unknown test $t"; status=1 ;;
   esac

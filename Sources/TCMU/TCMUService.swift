@@ -1,0 +1,179 @@
+import BlockIO
+import Glibc
+import Image
+import FoundationEssentials
+import Synchronization
+
+/// obd-tcmu's core: listens for TCMU devices whose handler is `overlaybd`, opens the
+/// image named in each device's config string, serves it, and answers the kernel.
+/// A device that fails to open fails its `enable` and gets a result file saying why;
+/// the others keep working.
+public final class TCMUService: @unchecked Sendable {
+    /// The handler subtype in `dev_config=<subtype>/<config path>[;<dev_id>]`.
+    public static let subtype = "overlaybd"
+
+    let global: GlobalConfig
+    let pool: WorkerPool
+    let log: @Sendable (String) -> Void
+    private let devices = Mutex<[String: TCMUDevice]>([:])
+    private var netlink: TCMUNetlink?
+
+    public init(global: GlobalConfig, workers: Int = 32, log: @escaping @Sendable (String) -> Void) {
+        self.global = global
+        pool = WorkerPool(threads: workers, capacity: 4096, name: "obd-tcmu")
+        self.log = log
+    }
+
+    /// What a TCMU device's config string names.
+    public struct DeviceConfig: Equatable, Sendable {
+        public var hba: String
+        public var name: String
+        public var subtype: String
+        public var configPath: String
+        public var deviceID: String?
+    }
+
+    /// Parses `tcm-user/<hba>/<name>/<subtype>/<config path>[;<dev_id>]`.
+    public static func parse(_ cfgstring: String) -> DeviceConfig? {
+        let parts = cfgstring.split(separator: "/", maxSplits: 4, omittingEmptySubsequences: false)
+        guard parts.count == 5, parts[0] == "tcm-user" else { return nil }
+        var path = String(parts[4])
+        var id: String?
+        if let semi = path.lastIndex(of: ";") {
+            id = String(path[path.index(after: semi)...])
+            path = String(path[..<semi])
+        }
+        guard !path.isEmpty else { return nil }
+        return DeviceConfig(hba: String(parts[1]), name: String(parts[2]), subtype: String(parts[3]), configPath: path, deviceID: id)
+    }
+
+    /// Connects to the kernel and re-attaches devices that already exist. Call `run` next.
+    public func start() throws {
+        let nl = try TCMUNetlink()
+        if !nl.requestReplies() {
+            log("tcmu: the kernel does not wait for replies: 'enable' will not report open failures")
+        }
+        netlink = nl
+        reattachExisting()
+    }
+
+    /// Serves netlink events until the socket fails.
+    public func run() {
+        netlink?.run { [self] event in
+            // Each event is handled on its own thread: opening an image may take a while
+            // and must not hold up other devices.
+            let box = Unmanaged.passRetained(EventBox(service: self, event: event))
+            var t = pthread_t()
+            if pthread_create(&t, nil, { arg in
+                let b = Unmanaged<EventBox>.fromOpaque(arg!).takeRetainedValue()
+                b.service.handle(b.event)
+                return nil
+            }, box.toOpaque()) == 0 {
+                pthread_detach(t)
+            } else {
+                box.release()
+            }
+        }
+    }
+
+    private final class EventBox {
+        let service: TCMUService
+        let event: TCMUNetlink.Event
+        init(service: TCMUService, event: TCMUNetlink.Event) { self.service = service; self.event = event }
+    }
+
+    func handle(_ event: TCMUNetlink.Event) {
+        switch event.command {
+        case TCMUNetlink.cmdAddedDevice:
+            let status = add(cfgstring: event.device, minor: event.minor)
+            netlink?.reply(to: event, status: status)
+        case TCMUNetlink.cmdRemovedDevice:
+            remove(cfgstring: event.device)
+            netlink?.reply(to: event, status: 0)
+        case TCMUNetlink.cmdReconfigDevice:
+            // Resizing or reconfiguring a live device is not supported (as in overlaybd).
+            netlink?.reply(to: event, status: -EOPNOTSUPP)
+        default:
+            break
+        }
+    }
+
+    /// Opens and starts a device; returns 0 or a negative errno for the kernel.
+    @discardableResult
+    func add(cfgstring: String, minor: UInt32) -> Int32 {
+        guard let cfg = Self.parse(cfgstring), cfg.subtype == Self.subtype else {
+            return -ENOENT   // not ours (another handler's device)
+        }
+        var imageConfig: ImageConfig?
+        do {
+            let config = try ImageConfig.load(path: cfg.configPath)
+            imageConfig = config
+            let image = try Image(config: config, global: global, writable: true)
+            let serial = cfg.deviceID.map { "obd-\($0)" } ?? "obd-\(cfg.hba)-\(cfg.name)"
+            let disk = SCSIDisk(file: image.stack, readOnly: !image.stack.isWritable, serial: serial)
+            let device = try TCMUDevice(name: cfgstring, minor: minor, image: image, disk: disk, pool: pool, log: log)
+            devices.withLock { $0[cfgstring] = device }
+            device.start()
+            try? Image.writeResult(config: config, error: nil)
+            log("tcmu: device \(cfg.name) (uio\(minor)) serves \(cfg.configPath): \(image.stack.size) bytes, \(disk.readOnly ? "read-only" : "writable")")
+            return 0
+        } catch {
+            log("tcmu: device \(cfg.name): cannot open \(cfg.configPath): \(error)")
+            if let imageConfig {
+                try? Image.writeResult(config: imageConfig, error: error)
+            } else if let c = try? ImageConfigProbe.resultPath(cfg.configPath) {
+                try? writeFailure(path: c, text: "\(error)")
+            }
+            return -EIO
+        }
+    }
+
+    private func writeFailure(path: String, text: String) throws {
+        let f = try LocalFile(path: path, mode: .createTruncate)
+        try f.writeBytes(Array("failed:\(text)".utf8), at: 0)
+    }
+
+    func remove(cfgstring: String) {
+        guard let device = devices.withLock({ $0.removeValue(forKey: cfgstring) }) else { return }
+        device.stop()
+        log("tcmu: device \(device.name) removed")
+    }
+
+    /// Serves `tcm-user` UIO devices that exist already (after a restart).
+    private func reattachExisting() {
+        guard let dir = opendir("/sys/class/uio") else { return }
+        defer { closedir(dir) }
+        while let e = readdir(dir) {
+            let n = withUnsafeBytes(of: e.pointee.d_name) { String(cString: $0.bindMemory(to: CChar.self).baseAddress!) }
+            guard n.hasPrefix("uio"), let minor = UInt32(n.dropFirst(3)) else { continue }
+            let cfg = readSysfs("/sys/class/uio/\(n)/name")
+            guard cfg.hasPrefix("tcm-user/"), Self.parse(cfg)?.subtype == Self.subtype else { continue }
+            log("tcmu: re-attaching \(cfg) (uio\(minor))")
+            add(cfgstring: cfg, minor: minor)
+        }
+    }
+
+    /// Stops every device (flushing each image).
+    public func shutdown() {
+        let all = devices.withLock { d -> [TCMUDevice] in
+            let v = Array(d.values)
+            d.removeAll()
+            return v
+        }
+        for d in all { d.stop() }
+    }
+
+    public var deviceCount: Int { devices.withLock { $0.count } }
+}
+
+/// Finds a config's result file even when the rest of the config is invalid.
+enum ImageConfigProbe {
+    private struct ResultOnly: Decodable { var resultFile: String? }
+
+    static func resultPath(_ configPath: String) throws -> String? {
+        guard let f = try? LocalFile(path: configPath), f.size < 1 << 20 else { return nil }
+        let data = Data(try f.readBytes(at: 0, count: Int(f.size)))
+        guard let p = (try? JSONDecoder().decode(ResultOnly.self, from: data))?.resultFile, !p.isEmpty else { return nil }
+        return Paths.resolve(p, against: Paths.directory(of: configPath))
+    }
+}

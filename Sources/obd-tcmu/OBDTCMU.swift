@@ -1,0 +1,88 @@
+import ArgumentParser
+import Glibc
+import Image
+import Logging
+import TCMU
+
+/// obd-tcmu: the TCMU backstore service, a drop-in for overlaybd-tcmu.
+@main
+struct OBDTCMU: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "obd-tcmu",
+        abstract: "Serve obd/overlaybd images as TCMU (LIO) block devices: handler subtype 'overlaybd'.",
+        discussion: """
+            Devices are created through configfs as for overlaybd-tcmu: \
+            dev_config=overlaybd/<config.v1.json>[;<dev_id>] and enable. obd-tcmu logs \
+            "obd-tcmu: ready" and notifies systemd (Type=notify) once it takes devices. \
+            SIGTERM or SIGINT stops every device (flushing its writes) and exits.
+            """)
+
+    @Argument(help: "Global overlaybd.json (overlaybd-tcmu takes it as its first argument).") var configPath: String?
+    @Option(name: .customLong("config"), help: "Global overlaybd.json (same as the argument).") var configOption: String?
+    @Option(name: .long, help: "I/O worker threads shared by all devices.") var workers = 32
+    @Option(name: .long, help: "Log level: trace, debug, info, warning, error.") var logLevel = "info"
+
+    func run() throws {
+        LoggingSystem.bootstrap { StreamLogHandler.standardError(label: $0) }
+        var logger = Logger(label: "obd-tcmu")
+        logger.logLevel = Logger.Level(rawValue: logLevel) ?? .info
+        let path = configOption ?? configPath
+        let global: GlobalConfig
+        do {
+            global = try GlobalConfig.load(path: path)
+        } catch {
+            logger.error("\(error)")
+            throw ExitCode.failure
+        }
+        let log = logger
+        let service = TCMUService(global: global, workers: workers) { log.info("\($0)") }
+        var set = sigset_t()
+        sigemptyset(&set)
+        sigaddset(&set, SIGTERM)
+        sigaddset(&set, SIGINT)
+        pthread_sigmask(SIG_BLOCK, &set, nil)
+        do {
+            try service.start()
+        } catch {
+            logger.error("\(error)")
+            throw ExitCode.failure
+        }
+        var thread = pthread_t()
+        let box = Unmanaged.passRetained(service)
+        pthread_create(&thread, nil, { arg in
+            Unmanaged<TCMUService>.fromOpaque(arg!).takeRetainedValue().run()
+            return nil
+        }, box.toOpaque())
+        logger.info("obd-tcmu: ready (global config: \(path ?? (access(GlobalConfig.defaultPath, F_OK) == 0 ? GlobalConfig.defaultPath : "built-in defaults")))")
+        SystemdNotify.send("READY=1\nSTATUS=taking devices")
+        var sig: Int32 = 0
+        sigwait(&set, &sig)
+        SystemdNotify.send("STOPPING=1")
+        logger.info("obd-tcmu: signal \(sig): stopping \(service.deviceCount) device(s)")
+        service.shutdown()
+        logger.info("obd-tcmu: stopped")
+    }
+}
+
+/// sd_notify(3) without libsystemd: a datagram to $NOTIFY_SOCKET.
+enum SystemdNotify {
+    static func send(_ state: String) {
+        guard let env = getenv("NOTIFY_SOCKET") else { return }
+        var path = String(cString: env)
+        if path.hasPrefix("@") { path = "\0" + path.dropFirst() }
+        let fd = socket(AF_UNIX, Int32(SOCK_DGRAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+        guard fd >= 0 else { return }
+        defer { close(fd) }
+        var addr = sockaddr_un()
+        addr.sun_family = sa_family_t(AF_UNIX)
+        let bytes = Array(path.utf8)
+        guard bytes.count < MemoryLayout.size(ofValue: addr.sun_path) else { return }
+        withUnsafeMutableBytes(of: &addr.sun_path) { raw in for (i, b) in bytes.enumerated() { raw[i] = b } }
+        let len = socklen_t(MemoryLayout<sa_family_t>.size + bytes.count)
+        _ = state.withCString { msg in
+            withUnsafePointer(to: &addr) {
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { sendto(fd, msg, strlen(msg), 0, $0, len) }
+            }
+        }
+    }
+}

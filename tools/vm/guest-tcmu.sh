@@ -1,0 +1,98 @@
+# Runs inside the guest (tools/vm/run.sh): obd-tcmu driven through configfs exactly as
+# the accelerated-container-image snapshotter does it, with tcm_loop LUNs.
+#   guest-tcmu.sh OBD-TCMU OBD WORK REF
+set -u
+TCMU=$1 OBD=$2 W=$3 REF=$4
+fail() { echo "GUEST-FAIL: $*"; cat "$W/tcmu.log" 2>/dev/null | tail -20; exit 1; }
+for m in target_core_user tcm_loop sd_mod ext4; do modprobe $m || fail "modprobe $m"; done
+H_HOSTNAME=bd607dabacbe9bd67879ded5ed46737fff50602d8c59ab897419b02e334cb2ca
+H_LAYER2=1538eca77d28ce19d698689a4dd64cf0dd497f6d3601ab8ed87b39bdeee032ba
+H_RANDOM=40632c5e9c81d484001dfe5949a62acb3a4bd954517dd881bc4187349301c017
+hashof() { sha256sum "$1" | cut -d' ' -f1; }
+CORE=/sys/kernel/config/target/core/user_999999999
+LOOP=/sys/kernel/config/target/loopback
+
+"$TCMU" 2> "$W/tcmu.log" &
+TPID=$!
+for _ in $(seq 100); do grep -q "obd-tcmu: ready" "$W/tcmu.log" && break; sleep 0.2; done
+grep -q "obd-tcmu: ready" "$W/tcmu.log" || fail "obd-tcmu not ready"
+
+attach() { # attach N CONFIG -> sets DEV; returns 1 if enable fails
+  n=$1 cfg=$2
+  C=$CORE/dev_$n
+  mkdir -p "$C"
+  echo -n "dev_config=overlaybd/$cfg;$n" > "$C/control"
+  echo -n "max_data_area_mb=4" > "$C/control"
+  echo -n 1 > "$C/enable" 2>/dev/null || return 1
+  echo -n 2147483 > "$C/attrib/cmd_time_out"
+  naa=$(printf 'naa.199%013d' "$n")
+  mkdir -p "$LOOP/$naa/tpgt_1/lun/lun_0"
+  echo -n "$naa" > "$LOOP/$naa/tpgt_1/nexus"
+  ln -s "$C" "$LOOP/$naa/tpgt_1/lun/lun_0/dev_$n"
+  DEV=""
+  for _ in $(seq 100); do
+    a=$(cat "$LOOP/$naa/tpgt_1/address" 2>/dev/null)
+    DEV=$(ls "/sys/class/scsi_device/$a:0/device/block/" 2>/dev/null | head -1)
+    [ -n "$DEV" ] && [ -b "/dev/$DEV" ] && break
+    sleep 0.1
+  done
+  [ -n "$DEV" ] || fail "no SCSI disk for dev_$n"
+  echo 2147483 > "/sys/block/$DEV/device/timeout"
+  DEV=/dev/$DEV
+}
+detach() { # detach N
+  n=$1; naa=$(printf 'naa.199%013d' "$n")
+  rm -f "$LOOP/$naa/tpgt_1/lun/lun_0/dev_$n"
+  rmdir "$LOOP/$naa/tpgt_1/lun/lun_0" "$LOOP/$naa/tpgt_1" "$LOOP/$naa" 2>/dev/null
+  rmdir "$CORE/dev_$n" || fail "rmdir dev_$n"
+}
+
+echo "== 1. read-only reference stack"
+attach 1 "$W/ro.json" || fail "enable dev_1: $(cat "$W/result-ro" 2>/dev/null)"
+[ "$(cat "$W/result-ro")" = success ] || fail "result file of dev_1"
+echo "TCMU dev_1 is $DEV ($(blockdev --getsize64 "$DEV") bytes, ro=$(blockdev --getro "$DEV"))"
+mkdir -p /run/t && mount -o ro "$DEV" /run/t || fail "mount ro"
+[ "$(hashof /run/t/etc/hostname)" = "$H_HOSTNAME" ] || fail "hostname"
+[ "$(hashof /run/t/data/layer2.bin)" = "$H_LAYER2" ] || fail "layer2.bin"
+[ "$(hashof /run/t/data/random.bin)" = "$H_RANDOM" ] || fail "random.bin"
+echo "TCMU-RO hashes OK"
+umount /run/t
+e2fsck -fn "$DEV" > "$W/tfsck1.log" 2>&1; rc=$?; echo "e2fsck -fn exit $rc"; [ $rc -le 4 ] || fail "e2fsck $rc"
+sg=$(dd if="$DEV" bs=512 count=1 skip=$(( $(blockdev --getsz "$DEV") )) 2>&1 >/dev/null | head -1)
+echo "read past the end: ${sg:-no error?}"
+detach 1
+
+echo "== 2. a bad config fails enable with a result file; the service keeps serving"
+attach 2 "$W/bad.json" && fail "enable of a bad config succeeded"
+echo "bad config: $(cat "$W/result-bad")"
+grep -q '^failed:' "$W/result-bad" || fail "result file of the bad device"
+rmdir "$CORE/dev_2"
+
+echo "== 3. writable image: write, sync, discard, e2fsck, remove, commit, reopen"
+attach 3 "$W/rw.json" || fail "enable dev_3: $(cat "$W/result" 2>/dev/null)"
+mount "$DEV" /run/t || fail "mount rw"
+echo "written through obd-tcmu" > /run/t/data/tcmu.txt
+head -c 500000 /dev/urandom > /run/t/data/blob.bin
+BLOB=$(hashof /run/t/data/blob.bin)
+rm /run/t/etc/hostname
+sync
+umount /run/t
+e2fsck -fn "$DEV" > "$W/tfsck3.log" 2>&1; rc=$?; echo "e2fsck -fn exit $rc (after writes)"; [ $rc -le 4 ] || { cat "$W/tfsck3.log"; fail "e2fsck $rc"; }
+dd if=/dev/urandom of="$DEV" bs=1M seek=950 count=2 oflag=direct 2>/dev/null || fail "dd"
+blkdiscard -f -o $((950 * 1048576)) -l $((2 * 1048576)) "$DEV" || fail "blkdiscard"
+cmp -n $((2 * 1048576)) -i $((950 * 1048576)):0 "$DEV" /dev/zero || fail "discarded range is not zeros"
+echo "TCMU-RW blkdiscard reads back zeros"
+detach 3
+"$OBD" commit -z "$W/upper_data" "$W/upper_index" "$W/new.commit" || fail "commit"
+attach 4 "$W/after.json" || fail "enable dev_4"
+mount -o ro "$DEV" /run/t || fail "mount after commit"
+[ "$(cat /run/t/data/tcmu.txt)" = "written through obd-tcmu" ] || fail "tcmu.txt after commit"
+[ "$(hashof /run/t/data/blob.bin)" = "$BLOB" ] || fail "blob after commit"
+[ ! -e /run/t/etc/hostname ] || fail "deleted file came back"
+umount /run/t
+echo "TCMU-COMMIT new stack shows the files"
+detach 4
+
+kill -TERM $TPID; wait $TPID; rc=$?
+[ $rc -eq 0 ] || fail "obd-tcmu exit status $rc"
+echo "GUEST-TCMU-OK"
