@@ -31,6 +31,14 @@ public final class TCMUService: @unchecked Sendable {
         public var subtype: String
         public var configPath: String
         public var deviceID: String?
+
+        public init(hba: String, name: String, subtype: String, configPath: String, deviceID: String?) {
+            self.hba = hba
+            self.name = name
+            self.subtype = subtype
+            self.configPath = configPath
+            self.deviceID = deviceID
+        }
     }
 
     /// Parses `tcm-user/<hba>/<name>/<subtype>/<config path>[;<dev_id>]`.
