@@ -23,10 +23,11 @@ let package = Package(
         .systemLibrary(name: "CLZ4", pkgConfig: "liblz4", providers: [.apt(["liblz4-dev"])]),
         .systemLibrary(name: "CZstd", pkgConfig: "libzstd", providers: [.apt(["libzstd-dev"])]),
         .systemLibrary(name: "CISAL", providers: [.apt(["libisal-dev"])]),
+        .systemLibrary(name: "CAIO", providers: [.apt(["libaio-dev"])]),
         .systemLibrary(name: "CNL", pkgConfig: "libnl-genl-3.0", providers: [.apt(["libnl-3-dev", "libnl-genl-3-dev"])]),
 
         // Floor 0: the file protocol.
-        .target(name: "BlockIO"),
+        .target(name: "BlockIO", dependencies: ["CAIO"]),
         // Floor 1: formats.
         .target(name: "ZFile", dependencies: ["BlockIO", "CLZ4", "CZstd", "CISAL"]),
         .target(name: "LSMT", dependencies: ["BlockIO"]),

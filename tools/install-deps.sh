@@ -19,6 +19,7 @@ PACKAGES=(
   util-linux      # blkdiscard inside the guest
   fio             # NBD benchmark client (its nbd engine)
   libnl-3-dev libnl-genl-3-dev  # TCMU generic netlink (obd-tcmu)
+  libaio-dev      # ioEngine 1: native AIO with O_DIRECT for local layers
 )
 
 missing=()

@@ -159,6 +159,11 @@ enum LinuxFile {
     static let punchHole: Int32 = 0x02
     static let seekData: Int32 = 3
     static let seekHole: Int32 = 4
+    #if arch(arm64)
+    static let direct: Int32 = 0o200000  // O_DIRECT
+    #else
+    static let direct: Int32 = 0o40000   // O_DIRECT
+    #endif
 }
 
 /// glibc's `fallocate(2)` wrapper (64-bit off_t on LP64 Linux).

@@ -64,8 +64,8 @@ public struct GlobalConfig: Sendable, Equatable {
         guard (0...2).contains(c.ioEngine) else {
             throw ImageError.config(path: path, detail: "field 'ioEngine': \(c.ioEngine) is not 0 (psync), 1 (libaio) or 2 (posix aio)")
         }
-        if c.ioEngine != 0 {
-            throw ImageError.config(path: path, detail: "field 'ioEngine': \(c.ioEngine) is not supported yet (only 0, pread)")
+        if c.ioEngine == 2 {
+            throw ImageError.config(path: path, detail: "field 'ioEngine': 2 (posix aio) is not supported; use 0 (pread) or 1 (libaio)")
         }
         return c
     }

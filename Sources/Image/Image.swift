@@ -29,7 +29,7 @@ public final class Image: Sendable {
         for (i, lower) in config.lowers.enumerated() {
             let path = try Image.locate(lower, index: i, config: config)
             do {
-                layers.append(try LayerOpener.open(path: path))
+                layers.append(try LayerOpener.open(path: path, ioEngine: global.ioEngine))
             } catch {
                 throw ImageError.layer(path: path, detail: "lowers[\(i)]: \(Image.strip(error, path))")
             }

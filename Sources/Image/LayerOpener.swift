@@ -30,9 +30,11 @@ public enum LayerOpener {
         return (inner, layout)
     }
 
-    /// Opens the layer file at `path`.
-    public static func open(path: String) throws -> ReadOnlyLayer {
-        try open(file: LocalFile(path: path))
+    /// Opens the layer file at `path` with the I/O engine `ioEngine` selects
+    /// (0: pread, with small reads served from a memory mapping; 1: libaio + O_DIRECT).
+    public static func open(path: String, ioEngine: Int = 0) throws -> ReadOnlyLayer {
+        if ioEngine == 1 { return try open(file: AIOFile(path: path)) }
+        return try open(file: LocalFile(path: path))
     }
 
     /// Opens a layer from any file.

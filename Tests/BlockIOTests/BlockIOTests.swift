@@ -120,3 +120,30 @@ final class Counter: @unchecked Sendable {
     func add() { pthread_mutex_lock(&lock); n += 1; pthread_mutex_unlock(&lock) }
     var value: Int { pthread_mutex_lock(&lock); defer { pthread_mutex_unlock(&lock) }; return n }
 }
+
+@Suite("libaio engine")
+struct AIOFileTests {
+    @Test("O_DIRECT + libaio reads match pread at unaligned offsets and sizes, and stop at the end")
+    func matchesPread() throws {
+        let dir = TemporaryDirectory()
+        defer { dir.remove() }
+        var g = SplitMix64(seed: 4)
+        let data = g.bytes(3 << 20 + 1234)
+        let w = try LocalFile(path: dir.file("f"), mode: .createExclusive)
+        try w.writeBytes(data, at: 0)
+        try w.flush()
+        let aio = try AIOFile(path: dir.file("f"))
+        #expect(aio.size == UInt64(data.count))
+        for i in 0..<120 {
+            let off = Int(g.next() % UInt64(data.count))
+            let len = Int(g.next() % UInt64(i % 4 == 0 ? 3 << 20 : 20_000)) + 1
+            var buf = [UInt8](repeating: 0xEE, count: len)
+            let n = try buf.withUnsafeMutableBytes { try aio.read(into: $0, at: UInt64(off)) }
+            #expect(n == min(len, data.count - off))
+            #expect(buf[0..<n] == data[off..<(off + n)])
+        }
+        var whole = [UInt8](repeating: 0, count: data.count)
+        #expect(try whole.withUnsafeMutableBytes { try aio.read(into: $0, at: 0) } == data.count)
+        #expect(whole == data)
+    }
+}

@@ -54,6 +54,19 @@ struct ReferenceStackTests {
         #expect(full == c.expected.0)
     }
 
+    @Test("ioEngine 1 (libaio, O_DIRECT) reads the same disk")
+    func libaioEngine() throws {
+        let root = try ReferenceFiles.path("lsmt")
+        var config = ImageConfig()
+        config.lowers = [ImageConfig.Lower(file: root + "/l1/layer1.commit.lz4.zfile.tar"), ImageConfig.Lower(file: root + "/l2/layer2.commit")]
+        var global = GlobalConfig()
+        global.ioEngine = 1
+        let disk = try Image(config: config, global: global).stack
+        #expect(disk.lowers[1].file is AIOFile)
+        let full = try Digest.sha256(size: disk.size) { try disk.read(into: $0, at: $1) }
+        #expect(full == Self.layer12.0)
+    }
+
     @Test("the 2021 base layer: its disk's first 256 MiB")
     func baseLayer() throws {
         var config = ImageConfig()
