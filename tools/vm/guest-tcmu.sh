@@ -58,6 +58,17 @@ mkdir -p /run/t && mount -o ro "$DEV" /run/t || fail "mount ro"
 echo "TCMU-RO hashes OK"
 umount /run/t
 e2fsck -fn "$DEV" > "$W/tfsck1.log" 2>&1; rc=$?; echo "e2fsck -fn exit $rc"; [ $rc -le 4 ] || fail "e2fsck $rc"
+# Restart the service: it re-attaches the device that is still configured.
+kill -TERM $TPID; wait $TPID || fail "obd-tcmu exit status on restart"
+"$TCMU" 2>> "$W/tcmu.log" &
+TPID=$!
+for _ in $(seq 100); do [ "$(grep -c "obd-tcmu: ready" "$W/tcmu.log")" -ge 2 ] && break; sleep 0.2; done
+grep -q "re-attaching" "$W/tcmu.log" || fail "device not re-attached after restart"
+echo 3 > /proc/sys/vm/drop_caches
+mount -o ro "$DEV" /run/t || fail "mount after restart"
+[ "$(hashof /run/t/data/random.bin)" = "$H_RANDOM" ] || fail "random.bin after restart"
+umount /run/t
+echo "TCMU-RESTART device re-attached and serving"
 sg=$(dd if="$DEV" bs=512 count=1 skip=$(( $(blockdev --getsz "$DEV") )) 2>&1 >/dev/null | head -1)
 echo "read past the end: ${sg:-no error?}"
 detach 1
