@@ -1,5 +1,5 @@
 /// Constants of the NBD protocol (fixed newstyle negotiation, simple replies).
-/// See `formats/NBD.md` for how obd uses them.
+/// See the README ("obd serve nbd") for how obd uses them.
 public enum NBDProtocol {
     public static let initMagic: UInt64 = 0x4E42_444D_4147_4943        // "NBDMAGIC"
     public static let optionMagic: UInt64 = 0x4948_4156_454F_5054      // "IHAVEOPT"
