@@ -71,7 +71,7 @@ umount /run/t
 echo "TCMU-RESTART device re-attached and serving"
 sg=$(dd if="$DEV" bs=512 count=1 skip=$(( $(blockdev --getsz "$DEV") )) 2>&1 >/dev/null | head -1)
 echo "read past the end: ${sg:-no error?}"
-detach 1
+RODEV=$DEV
 
 echo "== 2. a bad config fails enable with a result file; the service keeps serving"
 attach 2 "$W/bad.json" && fail "enable of a bad config succeeded"
@@ -103,6 +103,12 @@ mount -o ro "$DEV" /run/t || fail "mount after commit"
 umount /run/t
 echo "TCMU-COMMIT new stack shows the files"
 detach 4
+# dev_1 served all along, next to the others.
+mount -o ro "$RODEV" /run/t || fail "mount dev_1 at the end"
+[ "$(hashof /run/t/data/layer2.bin)" = "$H_LAYER2" ] || fail "dev_1 at the end"
+umount /run/t
+detach 1
+echo "TCMU-MULTI dev_1 kept serving while other devices came and went"
 
 kill -TERM $TPID; wait $TPID; rc=$?
 [ $rc -eq 0 ] || fail "obd-tcmu exit status $rc"
