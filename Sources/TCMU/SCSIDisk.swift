@@ -38,6 +38,7 @@ public final class SCSIDisk: Sendable {
         case 0x35, 0x91: return synchronizeCache()
         case 0x42: return unmap(cdb, data)
         case 0x41, 0x93: return writeSame(cdb, data)
+        case 0xA3 where cdb.count >= 12 && cdb[1] & 0x1F == 0x0C: return reportSupportedOpcodes(cdb, data)
         default: return .invalidOpcode
         }
     }
@@ -241,6 +242,54 @@ public final class SCSIDisk: Sendable {
             // FUA: the data must be durable before completion.
             do { try file.flush() } catch { return .writeError }
         }
+        return .good
+    }
+
+    /// Opcodes (and service actions) obd handles, with their CDB lengths.
+    static let supported: [(op: UInt8, sa: UInt16?, length: UInt16)] = [
+        (0x00, nil, 6), (0x03, nil, 6), (0x08, nil, 6), (0x0A, nil, 6), (0x12, nil, 6), (0x15, nil, 6), (0x1A, nil, 6),
+        (0x25, nil, 10), (0x28, nil, 10), (0x2A, nil, 10), (0x35, nil, 10), (0x41, nil, 10), (0x42, nil, 10),
+        (0x55, nil, 10), (0x5A, nil, 10), (0x88, nil, 16), (0x8A, nil, 16), (0x91, nil, 16), (0x93, nil, 16),
+        (0x9E, 0x10, 16), (0xA3, 0x0C, 12), (0xA8, nil, 12), (0xAA, nil, 12),
+    ]
+
+    /// REPORT SUPPORTED OPERATION CODES: all commands (option 0) or one (options 1, 2).
+    private func reportSupportedOpcodes(_ cdb: [UInt8], _ data: SCSIBuffers) -> SCSIStatus {
+        let options = cdb[2] & 0x07
+        let alloc = Int(Self.be32(cdb, 6))
+        var out: [UInt8]
+        switch options {
+        case 0:
+            var list: [UInt8] = []
+            for c in Self.supported {
+                var d = [UInt8](repeating: 0, count: 8)
+                d[0] = c.op
+                Self.put16(&d, 2, UInt64(c.sa ?? 0))
+                d[5] = c.sa == nil ? 0 : 0x01          // SERVACTV
+                Self.put16(&d, 6, UInt64(c.length))
+                list += d
+            }
+            out = [0, 0, 0, 0] + list
+            Self.put32(&out, 0, UInt64(list.count))
+        case 1, 2:
+            let op = cdb[3]
+            let sa = Self.be16(cdb, 4)
+            let match = Self.supported.first { $0.op == op && (options == 1 ? $0.sa == nil : $0.sa.map(UInt64.init) == sa) }
+            guard options == 1 || Self.supported.contains(where: { $0.op == op && $0.sa != nil }) || match == nil else {
+                return .invalidFieldInCDB
+            }
+            if let m = match {
+                // Supported: CDB usage bitmap of the opcode's length, all bits in use.
+                var usage = [UInt8](repeating: 0xFF, count: Int(m.length))
+                usage[0] = op
+                out = [0, 0x03, 0, UInt8(m.length)] + usage
+            } else {
+                out = [0, 0x01, 0, 0]                  // not supported
+            }
+        default:
+            return .invalidFieldInCDB
+        }
+        data.copyIn(Array(out.prefix(alloc))).ignore()
         return .good
     }
 

@@ -142,6 +142,34 @@ struct SCSIDiskTests {
         for i in 0..<5 { #expect(got[(i * 512)..<((i + 1) * 512)].elementsEqual(block)) }
     }
 
+    @Test("REPORT SUPPORTED OPERATION CODES lists what execute() handles")
+    func supportedOpcodes() throws {
+        let dir = TemporaryDirectory()
+        defer { dir.remove() }
+        let (disk, _) = try writableDisk(dir)
+        let area = DataArea()
+        let b = area.buffers([4096])
+        #expect(disk.execute(cdb: [0xA3, 0x0C, 0, 0, 0, 0] + be32(4096) + [0, 0], data: b) == .good)
+        let out = b.copyOut(limit: 4096)
+        let n = Int(be32ToInt(out))
+        #expect(n % 8 == 0 && n > 0)
+        for i in stride(from: 4, to: 4 + n, by: 8) {
+            let op = out[i]
+            var cdb = [UInt8](repeating: 0, count: Int(out[i + 6]) << 8 | Int(out[i + 7]))
+            cdb[0] = op
+            if out[i + 5] & 1 != 0 { cdb[1] = out[i + 3] }
+            // Every listed opcode is recognised (whatever its fields say, never "invalid opcode").
+            #expect(disk.execute(cdb: cdb, data: area.buffers([65536])) != .invalidOpcode, "opcode 0x\(String(op, radix: 16))")
+        }
+        let one = area.buffers([64])
+        #expect(disk.execute(cdb: [0xA3, 0x0C, 1, 0x28, 0, 0] + be32(64) + [0, 0], data: one) == .good)
+        #expect(one.copyOut(limit: 2)[1] & 0x07 == 0x03)
+        #expect(disk.execute(cdb: [0xA3, 0x0C, 1, 0xC7, 0, 0] + be32(64) + [0, 0], data: one) == .good)
+        #expect(one.copyOut(limit: 2)[1] & 0x07 == 0x01)
+    }
+
+    func be32ToInt(_ b: [UInt8]) -> UInt32 { UInt32(b[0]) << 24 | UInt32(b[1]) << 16 | UInt32(b[2]) << 8 | UInt32(b[3]) }
+
     @Test("config strings: overlaybd/<path>[;<dev_id>]")
     func cfgstrings() {
         let c = TCMUService.parse("tcm-user/1/dev_7/overlaybd//var/lib/x/config.v1.json;123")
