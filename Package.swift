@@ -12,6 +12,7 @@ let package = Package(
         .library(name: "LSMT", targets: ["LSMT"]),
         .library(name: "Image", targets: ["Image"]),
         .library(name: "NBD", targets: ["NBD"]),
+        .library(name: "Registry", targets: ["Registry"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
@@ -23,6 +24,7 @@ let package = Package(
         .systemLibrary(name: "CLZ4", pkgConfig: "liblz4", providers: [.apt(["liblz4-dev"])]),
         .systemLibrary(name: "CZstd", pkgConfig: "libzstd", providers: [.apt(["libzstd-dev"])]),
         .systemLibrary(name: "CISAL", providers: [.apt(["libisal-dev"])]),
+        .systemLibrary(name: "CCurl", pkgConfig: "libcurl", providers: [.apt(["libcurl4-openssl-dev"])]),
         .systemLibrary(name: "CAIO", providers: [.apt(["libaio-dev"])]),
         .systemLibrary(name: "CNL", pkgConfig: "libnl-genl-3.0", providers: [.apt(["libnl-3-dev", "libnl-genl-3-dev"])]),
 
@@ -31,6 +33,7 @@ let package = Package(
         // Floor 1: formats.
         .target(name: "ZFile", dependencies: ["BlockIO", "CLZ4", "CZstd", "CISAL"]),
         .target(name: "LSMT", dependencies: ["BlockIO"]),
+        .target(name: "Registry", dependencies: ["BlockIO", "CCurl"]),
         // Floor 2: assembly.
         .target(name: "Image", dependencies: ["BlockIO", "ZFile", "LSMT"]),
         // Floor 3: frontends.
@@ -61,6 +64,7 @@ let package = Package(
         .testTarget(name: "LSMTTests", dependencies: ["LSMT", "BlockIO", "ZFile", "TestSupport"]),
         .testTarget(name: "ImageTests", dependencies: ["Image", "LSMT", "ZFile", "BlockIO", "TestSupport"]),
         .testTarget(name: "TCMUTests", dependencies: ["TCMU", "BlockIO", "LSMT", "TestSupport"]),
+        .testTarget(name: "RegistryTests", dependencies: ["Registry", "BlockIO", "TestSupport"]),
         .testTarget(name: "NBDTests", dependencies: ["NBD", "LSMT", "BlockIO", "TestSupport"]),
         .testTarget(name: "CLITests", dependencies: ["BlockIO", "TestSupport"]),
     ],

@@ -18,6 +18,8 @@ PACKAGES=(
   nbd-client      # the kernel NBD client, used inside the guest
   util-linux      # blkdiscard inside the guest
   fio             # NBD benchmark client (its nbd engine)
+  libcurl4-openssl-dev  # the registry client (HTTP range reads, auth, TLS)
+  docker-registry skopeo apache2-utils openssl  # registry integration tests: a real registry, pushes, htpasswd, a throwaway CA
   libnl-3-dev libnl-genl-3-dev  # TCMU generic netlink (obd-tcmu)
   libaio-dev      # ioEngine 1: native AIO with O_DIRECT for local layers
 )

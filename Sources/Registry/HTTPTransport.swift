@@ -1,0 +1,159 @@
+import BlockIO
+import CCurl
+import Glibc
+
+/// One HTTP exchange over libcurl (a per-thread easy handle, so connections are
+/// reused). Redirects are not followed here: the registry client follows them itself
+/// so that credentials never go to another host.
+final class HTTPTransport: @unchecked Sendable {
+    struct Request {
+        var url: String
+        var method = "GET"
+        var headers: [String] = []
+        var range: Range<UInt64>?
+        var timeoutSeconds = 30
+    }
+
+    struct Response {
+        var status = 0
+        /// Header values by lower-cased name (the last one wins).
+        var headers: [String: String] = [:]
+        var challenges: [String] = []
+        var body: [UInt8] = []
+        /// Bytes written into the caller's buffer (range reads).
+        var copied = 0
+        var overflow = false
+    }
+
+    struct Options: Sendable {
+        var verifyTLS = true
+        var caFile: String?
+        var clientCert: String?
+        var clientKey: String?
+        var connectTimeoutSeconds = 10
+    }
+
+    let options: Options
+
+    private final class Handle {
+        let curl: UnsafeMutableRawPointer?
+        init() { curl = curl_easy_init() }
+        deinit { curl_easy_cleanup(curl) }
+    }
+
+    private static let handles = ThreadLocal { Handle() }
+    private static let globalInit: Void = { curl_global_init(Int(CURL_GLOBAL_ALL)) }()
+
+    init(options: Options) {
+        _ = HTTPTransport.globalInit
+        self.options = options
+    }
+
+    /// Collects the body (into `target` when given, else into memory up to `limit`).
+    private final class Sink {
+        var response = Response()
+        let target: UnsafeMutableRawBufferPointer?
+        let limit: Int
+        init(target: UnsafeMutableRawBufferPointer?, limit: Int) { self.target = target; self.limit = limit }
+    }
+
+    /// Performs `request`; the body goes into `target` if given (never past its end).
+    func perform(_ request: Request, into target: UnsafeMutableRawBufferPointer? = nil, limit: Int = 64 << 20) throws -> Response {
+        let handle = HTTPTransport.handles.value
+        guard let c = handle.curl else { throw RegistryError.connectionFailed(url: request.url, detail: "curl_easy_init failed") }
+        curl_easy_reset(c)
+        let sink = Sink(target: target, limit: limit)
+        let box = Unmanaged.passRetained(sink)
+        defer { box.release() }
+        var headers: UnsafeMutablePointer<curl_slist>?
+        for h in request.headers { headers = curl_slist_append(headers, h) }
+        defer { curl_slist_free_all(headers) }
+        let rangeText = request.range.map { "\($0.lowerBound)-\($0.upperBound - 1)" }
+        let rc: CURLcode = request.url.withCString { url in
+            (rangeText ?? "").withCString { range in
+                (options.caFile ?? "").withCString { ca in
+                    (options.clientCert ?? "").withCString { cert in
+                        (options.clientKey ?? "").withCString { key in
+                            request.method.withCString { method in
+                                obd_curl_setopt_ptr(c, CURLOPT_URL, url)
+                                obd_curl_setopt_long(c, CURLOPT_NOSIGNAL, 1)
+                                obd_curl_setopt_long(c, CURLOPT_FOLLOWLOCATION, 0)
+                                obd_curl_setopt_long(c, CURLOPT_CONNECTTIMEOUT, options.connectTimeoutSeconds)
+                                obd_curl_setopt_long(c, CURLOPT_TIMEOUT, request.timeoutSeconds)
+                                obd_curl_setopt_long(c, CURLOPT_SSL_VERIFYPEER, options.verifyTLS ? 1 : 0)
+                                obd_curl_setopt_long(c, CURLOPT_SSL_VERIFYHOST, options.verifyTLS ? 2 : 0)
+                                if options.caFile != nil { obd_curl_setopt_ptr(c, CURLOPT_CAINFO, ca) }
+                                if options.clientCert != nil { obd_curl_setopt_ptr(c, CURLOPT_SSLCERT, cert) }
+                                if options.clientKey != nil { obd_curl_setopt_ptr(c, CURLOPT_SSLKEY, key) }
+                                if request.method == "HEAD" {
+                                    obd_curl_setopt_long(c, CURLOPT_NOBODY, 1)
+                                } else if request.method != "GET" {
+                                    obd_curl_setopt_ptr(c, CURLOPT_CUSTOMREQUEST, method)
+                                }
+                                if rangeText != nil { obd_curl_setopt_ptr(c, CURLOPT_RANGE, range) }
+                                obd_curl_setopt_ptr(c, CURLOPT_HTTPHEADER, headers.map { UnsafeRawPointer($0) })
+                                obd_curl_setopt_write(c) { data, size, count, user in
+                                    let sink = Unmanaged<Sink>.fromOpaque(user!).takeUnretainedValue()
+                                    let n = size * count
+                                    let bytes = UnsafeRawBufferPointer(start: data, count: n)
+                                    if let t = sink.target {
+                                        let room = t.count - sink.response.copied
+                                        if n > room { sink.response.overflow = true; return 0 }
+                                        (t.baseAddress! + sink.response.copied).copyMemory(from: data!, byteCount: n)
+                                        sink.response.copied += n
+                                    } else {
+                                        if sink.response.body.count + n > sink.limit { sink.response.overflow = true; return 0 }
+                                        sink.response.body.append(contentsOf: bytes)
+                                    }
+                                    return n
+                                }
+                                obd_curl_setopt_ptr(c, CURLOPT_WRITEDATA, box.toOpaque())
+                                obd_curl_setopt_header(c) { data, size, count, user in
+                                    let sink = Unmanaged<Sink>.fromOpaque(user!).takeUnretainedValue()
+                                    let n = size * count
+                                    let line = String(decoding: UnsafeRawBufferPointer(start: data, count: n), as: UTF8.self)
+                                    if line.hasPrefix("HTTP/") {
+                                        sink.response.headers = [:]
+                                        sink.response.challenges = []
+                                    } else if let colon = line.firstIndex(of: ":") {
+                                        let name = line[..<colon].lowercased()
+                                        let value = line[line.index(after: colon)...].trimmingWhitespace()
+                                        sink.response.headers[name] = value
+                                        if name == "www-authenticate" { sink.response.challenges.append(value) }
+                                    }
+                                    return n
+                                }
+                                obd_curl_setopt_ptr(c, CURLOPT_HEADERDATA, box.toOpaque())
+                                return curl_easy_perform(c)
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        var status: Int = 0
+        obd_curl_getinfo_long(c, CURLINFO_RESPONSE_CODE, &status)
+        sink.response.status = status
+        if rc != CURLE_OK && !(rc == CURLE_WRITE_ERROR && sink.response.overflow) {
+            if rc == CURLE_OPERATION_TIMEDOUT { throw RegistryError.timeout(url: HTTPTransport.redact(request.url)) }
+            throw RegistryError.connectionFailed(url: HTTPTransport.redact(request.url), detail: String(cString: curl_easy_strerror(rc)))
+        }
+        return sink.response
+    }
+
+    /// A URL without its query string (pre-signed URLs carry secrets there).
+    static func redact(_ url: String) -> String {
+        guard let q = url.firstIndex(of: "?") else { return url }
+        return String(url[..<q]) + "?<redacted>"
+    }
+}
+
+extension Substring {
+    func trimmingWhitespace() -> String {
+        var s = self
+        // ("\r\n" is one Character in Swift: test with isWhitespace.)
+        while let f = s.first, f.isWhitespace { s = s.dropFirst() }
+        while let l = s.last, l.isWhitespace { s = s.dropLast() }
+        return String(s)
+    }
+}

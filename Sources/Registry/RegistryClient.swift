@@ -1,0 +1,266 @@
+import BlockIO
+import FoundationEssentials
+import Glibc
+import Synchronization
+
+/// Options for talking to one registry host.
+public struct RegistryOptions: Sendable {
+    /// Use http:// instead of https:// (explicit opt-in, per host).
+    public var plainHTTP = false
+    /// Skip TLS verification (explicit opt-in).
+    public var insecure = false
+    public var caFile: String?
+    public var clientCert: String?
+    public var clientKey: String?
+    public var credentials = CredentialStore()
+    /// Per-request deadline.
+    public var timeoutSeconds = 30
+    /// Attempts for retryable failures (connection errors, timeouts, 429, 5xx).
+    public var attempts = 5
+
+    public init(plainHTTP: Bool = false, insecure: Bool = false, credentials: CredentialStore = CredentialStore()) {
+        self.plainHTTP = plainHTTP
+        self.insecure = insecure
+        self.credentials = credentials
+    }
+}
+
+/// An OCI distribution client for one registry host: manifests, blob sizes and
+/// ranged blob reads, with anonymous, Basic and Bearer-token auth, retries, and
+/// redirects that never carry the registry's Authorization to another host.
+public final class RegistryClient: @unchecked Sendable {
+    public let host: String
+    public let options: RegistryOptions
+    private let transport: HTTPTransport
+    private let tokens = Mutex<[String: (value: String, expires: Double)]>([:])
+    private let basicHosts = Mutex<Set<String>>([])
+    private let resolved = Mutex<[String: (url: String, expires: Double)]>([:])
+    /// Requests sent (for tests and metrics).
+    public let requestCount = Atomic<Int>(0)
+
+    public static let manifestAccept = [
+        "application/vnd.oci.image.manifest.v1+json", "application/vnd.oci.image.index.v1+json",
+        "application/vnd.docker.distribution.manifest.v2+json", "application/vnd.docker.distribution.manifest.list.v2+json",
+    ].joined(separator: ", ")
+
+    public init(host: String, options: RegistryOptions = RegistryOptions()) {
+        self.host = host
+        self.options = options
+        var t = HTTPTransport.Options()
+        t.verifyTLS = !options.insecure
+        t.caFile = options.caFile
+        t.clientCert = options.clientCert
+        t.clientKey = options.clientKey
+        transport = HTTPTransport(options: t)
+    }
+
+    var base: String { (options.plainHTTP ? "http://" : "https://") + host + "/v2/" }
+
+    public func blobURL(repository: String, digest: String) -> String { base + repository + "/blobs/" + digest }
+
+    /// The manifest bytes, media type and digest (from Docker-Content-Digest if sent).
+    public func manifest(repository: String, reference: String) throws -> (bytes: [UInt8], mediaType: String, digest: String?) {
+        let url = base + repository + "/manifests/" + reference
+        let r = try send(url: url, repository: repository, headers: ["Accept: " + Self.manifestAccept])
+        try check(r, url)
+        return (r.body, r.headers["content-type"] ?? "", r.headers["docker-content-digest"])
+    }
+
+    /// The size of a blob (HEAD, following redirects).
+    public func blobSize(repository: String, digest: String) throws -> UInt64 {
+        let url = blobURL(repository: repository, digest: digest)
+        let r = try send(url: url, repository: repository, method: "HEAD", followRedirects: true)
+        try check(r, url)
+        guard let len = r.headers["content-length"].flatMap(UInt64.init) else {
+            throw RegistryError.badResponse(url: url, detail: "no Content-Length")
+        }
+        return len
+    }
+
+    /// Reads `buffer.count` bytes of a blob at `offset` with an HTTP Range request.
+    /// Returns the bytes read (fewer only at the end of the blob).
+    public func readBlob(repository: String, digest: String, offset: UInt64, into buffer: UnsafeMutableRawBufferPointer) throws -> Int {
+        guard buffer.count > 0 else { return 0 }
+        let url = blobURL(repository: repository, digest: digest)
+        let range = offset..<(offset + UInt64(buffer.count))
+        let r = try send(url: url, repository: repository, followRedirects: true, range: range, target: buffer)
+        if r.status == 416 { return 0 }
+        try check(r, url)
+        if r.status == 200 {
+            // A server that ignores Range sends the whole blob: only a request from 0 can use it.
+            guard offset == 0 else { throw RegistryError.badResponse(url: url, detail: "the server ignored the Range header") }
+            return r.copied
+        }
+        guard r.status == 206 else { throw RegistryError.http(url: url, status: r.status) }
+        if let cr = r.headers["content-range"], !cr.hasPrefix("bytes \(offset)-") {
+            throw RegistryError.badResponse(url: url, detail: "Content-Range '\(cr)' does not match the request")
+        }
+        if r.overflow { throw RegistryError.badResponse(url: url, detail: "more bytes than requested") }
+        return r.copied
+    }
+
+    private func check(_ r: HTTPTransport.Response, _ url: String) throws {
+        switch r.status {
+        case 200, 206: return
+        case 401, 403: throw RegistryError.authenticationFailed(url: url)
+        case 404: throw RegistryError.notFound(url: url)
+        default: throw RegistryError.http(url: url, status: r.status)
+        }
+    }
+
+    private func now() -> Double {
+        var ts = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &ts)
+        return Double(ts.tv_sec) + Double(ts.tv_nsec) / 1e9
+    }
+
+    /// Sends a request with auth, retries and (optionally) redirects.
+    private func send(url: String, repository: String, method: String = "GET", headers: [String] = [],
+                      followRedirects: Bool = false, range: Range<UInt64>? = nil,
+                      target: UnsafeMutableRawBufferPointer? = nil) throws -> HTTPTransport.Response {
+        let scope = "repository:\(repository):pull"
+        var attempt = 0
+        var authRetried = false
+        var target0 = url
+        if followRedirects, let r = resolved.withLock({ $0[url] }), r.expires > now() { target0 = r.url }
+        while true {
+            attempt += 1
+            var request = HTTPTransport.Request(url: target0, method: method, headers: headers, range: range,
+                                                timeoutSeconds: options.timeoutSeconds)
+            let sameHost = target0 == url || target0.hasPrefix(base)
+            if sameHost, let auth = authorization(scope: scope, repository: repository) { request.headers.append(auth) }
+            let response: HTTPTransport.Response
+            do {
+                requestCount.add(1, ordering: .relaxed)
+                response = try transport.perform(request, into: target)
+            } catch let e as RegistryError {
+                if attempt < options.attempts { backoff(attempt); continue }
+                throw e
+            }
+            switch response.status {
+            case 401 where sameHost && !authRetried:
+                authRetried = true
+                try authenticate(challenges: response.challenges, scope: scope, repository: repository, url: url)
+                continue
+            case 401 where target0 != url, 403 where target0 != url, 404 where target0 != url:
+                // A stale redirect target: resolve again from the registry.
+                resolved.withLock { _ = $0.removeValue(forKey: url) }
+                target0 = url
+                if attempt < options.attempts { continue }
+                return response
+            case 301 where followRedirects, 302 where followRedirects, 303 where followRedirects,
+                 307 where followRedirects, 308 where followRedirects:
+                guard let loc = response.headers["location"], attempt < options.attempts + 5 else {
+                    throw RegistryError.badResponse(url: url, detail: "redirect without a location")
+                }
+                let next = absolute(loc, relativeTo: target0)
+                resolved.withLock { $0[url] = (next, now() + 300) }
+                target0 = next
+                continue
+            case 429, 500...599:
+                if attempt < options.attempts { backoff(attempt); continue }
+                return response
+            default:
+                return response
+            }
+        }
+    }
+
+    private func absolute(_ location: String, relativeTo url: String) -> String {
+        if location.hasPrefix("http://") || location.hasPrefix("https://") { return location }
+        let chars = Array(url)
+        var i = 0
+        while i + 2 < chars.count && !(chars[i] == ":" && chars[i + 1] == "/" && chars[i + 2] == "/") { i += 1 }
+        var j = i + 3
+        while j < chars.count && chars[j] != "/" { j += 1 }
+        return String(chars[0..<min(j, chars.count)]) + (location.hasPrefix("/") ? location : "/" + location)
+    }
+
+    private func backoff(_ attempt: Int) {
+        let base = 50_000 * (1 << min(attempt - 1, 6))
+        usleep(UInt32(base + Int.random(in: 0..<(base / 2 + 1))))
+    }
+
+    private func authorization(scope: String, repository: String) -> String? {
+        if let t = tokens.withLock({ $0[scope] }), t.expires > now() { return "Authorization: Bearer " + t.value }
+        if basicHosts.withLock({ $0.contains(host) }), let c = options.credentials.credential(host: host, repository: repository) {
+            return "Authorization: Basic " + Data("\(c.username):\(c.password)".utf8).base64EncodedString()
+        }
+        return nil
+    }
+
+    /// Answers a WWW-Authenticate challenge: Basic (use credentials) or Bearer (fetch a token).
+    private func authenticate(challenges: [String], scope: String, repository: String, url: String) throws {
+        let cred = options.credentials.credential(host: host, repository: repository)
+        for ch in challenges {
+            let lower = ch.lowercased()
+            if lower.hasPrefix("basic") {
+                guard cred != nil else { throw RegistryError.authenticationFailed(url: url) }
+                basicHosts.withLock { _ = $0.insert(host) }
+                return
+            }
+            if lower.hasPrefix("bearer") {
+                let params = Self.challengeParameters(String(ch.dropFirst(6)))
+                guard let realm = params["realm"] else { throw RegistryError.authenticationFailed(url: url) }
+                var q = realm + (realm.contains("?") ? "&" : "?")
+                if let service = params["service"] { q += "service=" + Self.percentEncode(service) + "&" }
+                q += "scope=" + Self.percentEncode(params["scope"] ?? scope)
+                var headers: [String] = []
+                if let c = cred { headers.append("Authorization: Basic " + Data("\(c.username):\(c.password)".utf8).base64EncodedString()) }
+                requestCount.add(1, ordering: .relaxed)
+                let r = try transport.perform(HTTPTransport.Request(url: q, headers: headers, timeoutSeconds: options.timeoutSeconds))
+                guard r.status == 200 else { throw RegistryError.authenticationFailed(url: url) }
+                struct Token: Decodable { var token: String?; var access_token: String?; var expires_in: Int? }
+                guard let t = try? JSONDecoder().decode(Token.self, from: Data(r.body)), let value = t.token ?? t.access_token else {
+                    throw RegistryError.authenticationFailed(url: url)
+                }
+                let life = Double(max(10, (t.expires_in ?? 60) - 5))
+                tokens.withLock { $0[scope] = (value, now() + life) }
+                return
+            }
+        }
+        throw RegistryError.authenticationFailed(url: url)
+    }
+
+    /// `key="value", key=value` pairs of a challenge.
+    static func challengeParameters(_ s: String) -> [String: String] {
+        var out: [String: String] = [:]
+        var rest = Substring(s)
+        while !rest.isEmpty {
+            rest = rest.drop { $0 == " " || $0 == "," }
+            guard let eq = rest.firstIndex(of: "=") else { break }
+            let key = rest[..<eq].trimmingWhitespace().lowercased()
+            rest = rest[rest.index(after: eq)...]
+            var value = ""
+            if rest.first == "\"" {
+                rest = rest.dropFirst()
+                let end = rest.firstIndex(of: "\"") ?? rest.endIndex
+                value = String(rest[..<end])
+                rest = end < rest.endIndex ? rest[rest.index(after: end)...] : rest[end...]
+            } else {
+                let end = rest.firstIndex(of: ",") ?? rest.endIndex
+                value = String(rest[..<end]).trimmingCharacters()
+                rest = rest[end...]
+            }
+            out[key] = value
+        }
+        return out
+    }
+
+    static func percentEncode(_ s: String) -> String {
+        var out = ""
+        for b in s.utf8 {
+            if (b >= 0x30 && b <= 0x39) || (b >= 0x41 && b <= 0x5A) || (b >= 0x61 && b <= 0x7A) || b == 0x2D || b == 0x2E || b == 0x5F || b == 0x7E {
+                out.append(Character(Unicode.Scalar(b)))
+            } else {
+                out += "%" + String(b, radix: 16, uppercase: true).leftPadded(2)
+            }
+        }
+        return out
+    }
+}
+
+extension String {
+    func leftPadded(_ n: Int) -> String { count >= n ? self : String(repeating: "0", count: n - count) + self }
+    func trimmingCharacters() -> String { Substring(self).trimmingWhitespace() }
+}

@@ -1,0 +1,89 @@
+import BlockIO
+import FoundationEssentials
+import Registry
+import Testing
+import TestSupport
+
+@Suite("Registry: references, credentials, challenges")
+struct RegistryParsingTests {
+    @Test("image references with Docker Hub defaults")
+    func references() throws {
+        let a = try ImageReference(parsing: "ubuntu")
+        #expect(a == ImageReference(host: "registry-1.docker.io", repository: "library/ubuntu", tag: "latest"))
+        let b = try ImageReference(parsing: "127.0.0.1:5000/obd/test:v1")
+        #expect(b.host == "127.0.0.1:5000" && b.repository == "obd/test" && b.tag == "v1")
+        let d = "sha256:" + String(repeating: "a", count: 64)
+        let c = try ImageReference(parsing: "localhost/x@\(d)")
+        #expect(c.host == "localhost" && c.digest == d && c.tag == nil && c.reference == d)
+        let e = try ImageReference(parsing: "docker.io/me/app:1.0@\(d)")
+        #expect(e.repository == "me/app" && e.tag == "1.0" && e.digest == d)
+        for bad in ["", "UPPER/case", "a b", "x@sha256:123", "x:", "x//y"] {
+            #expect(throws: RegistryError.self) { try ImageReference(parsing: bad) }
+        }
+    }
+
+    @Test("credentials from cred.json and docker config.json; never printed")
+    func credentials() throws {
+        let json = #"{"auths":{"127.0.0.1:5000/obd":{"username":"u1","password":"p1"},"registry.example":{"auth":"dTI6cDI="}}}"#
+        let store = try CredentialStore.parse(Data(json.utf8))
+        #expect(store.credential(host: "127.0.0.1:5000", repository: "obd/test")?.password == "p1")
+        #expect(store.credential(host: "127.0.0.1:5000", repository: "other/x") == nil)
+        #expect(store.credential(host: "registry.example", repository: "any")?.username == "u2")
+        #expect(!"\(store.credential(host: "registry.example", repository: "any")!)".contains("p2"))
+    }
+}
+
+@Suite("Registry against docker-registry on loopback", .serialized, .enabled(if: LocalRegistry.available || ReferenceFiles.isCI))
+struct RegistryIntegrationTests {
+    static func layer() throws -> [UInt8] {
+        if ReferenceFiles.present {
+            let f = try LocalFile(path: ReferenceFiles.path("lsmt/l1/layer1.commit.lz4.zfile"))
+            return try f.readBytes(at: 0, count: Int(f.size))
+        }
+        var g = SplitMix64(seed: 3)
+        return g.bytes(300_000)
+    }
+
+    @Test("anonymous: manifest, blob size and random range reads equal the pushed bytes")
+    func anonymous() throws {
+        let reg = try LocalRegistry()
+        let bytes = try Self.layer()
+        let digest = try reg.push(repository: "obd/test", tag: "v1", layer: bytes)
+        let client = RegistryClient(host: reg.host, options: RegistryOptions(plainHTTP: true))
+        let m = try client.manifest(repository: "obd/test", reference: "v1")
+        #expect(String(decoding: m.bytes, as: UTF8.self).contains(digest))
+        let blob = try RemoteBlob(client: client, repository: "obd/test", digest: digest)
+        #expect(blob.size == UInt64(bytes.count))
+        var g = SplitMix64(seed: 8)
+        for _ in 0..<50 {
+            let off = Int(g.next() % UInt64(bytes.count))
+            let n = min(Int(g.next() % 70_000) + 1, bytes.count - off)
+            #expect(try blob.readBytes(at: UInt64(off), count: n)[...] == bytes[off..<(off + n)])
+        }
+        #expect(throws: RegistryError.self) { try client.blobSize(repository: "obd/test", digest: "sha256:" + String(repeating: "0", count: 64)) }
+        #expect(throws: RegistryError.self) { try client.manifest(repository: "obd/none", reference: "v1") }
+    }
+
+    @Test("Basic auth: right credentials read; wrong ones give 'Authentication failed' without the secret")
+    func basicAuth() throws {
+        let reg = try LocalRegistry(auth: .htpasswd(user: "obd", password: "s3cret-pass"))
+        let bytes = try Self.layer()
+        let digest = try reg.push(repository: "obd/auth", tag: "v1", layer: bytes, credentials: "obd:s3cret-pass")
+        let good = CredentialStore(entries: [(reg.host, Credential(username: "obd", password: "s3cret-pass"))])
+        var opts = RegistryOptions(plainHTTP: true, credentials: good)
+        let client = RegistryClient(host: reg.host, options: opts)
+        let blob = try RemoteBlob(client: client, repository: "obd/auth", digest: digest)
+        #expect(try blob.readBytes(at: 100, count: 5000)[...] == bytes[100..<5100])
+        opts.credentials = CredentialStore(entries: [(reg.host, Credential(username: "obd", password: "wrong-pass"))])
+        let bad = RegistryClient(host: reg.host, options: opts)
+        do {
+            _ = try bad.blobSize(repository: "obd/auth", digest: digest)
+            Issue.record("wrong credentials were accepted")
+        } catch {
+            #expect("\(error)".contains("Authentication failed"))
+            #expect(!"\(error)".contains("wrong-pass") && !"\(error)".contains("s3cret"))
+        }
+        let anonymous = RegistryClient(host: reg.host, options: RegistryOptions(plainHTTP: true))
+        #expect(throws: RegistryError.self) { try anonymous.manifest(repository: "obd/auth", reference: "v1") }
+    }
+}

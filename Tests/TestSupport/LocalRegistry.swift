@@ -1,0 +1,138 @@
+import Crypto
+import Glibc
+
+/// Debian's `docker-registry` (distribution v2) on 127.0.0.1 with a config file of its
+/// own in a temporary folder (never the package's default config); stopped by PID.
+public final class LocalRegistry {
+    public enum Auth { case none, htpasswd(user: String, password: String) }
+
+    public let dir = TemporaryDirectory("obd-registry")
+    public let port: UInt16
+    public let pid: pid_t
+    public var host: String { "127.0.0.1:\(port)" }
+
+    public struct Failure: Error, CustomStringConvertible { public let description: String }
+
+    public static var available: Bool { access("/usr/bin/docker-registry", X_OK) == 0 && access("/usr/bin/skopeo", X_OK) == 0 }
+
+    public init(auth: Auth = .none) throws {
+        port = LocalRegistry.freePort()
+        var config = """
+            version: 0.1
+            log:
+              level: error
+              accesslog:
+                disabled: true
+            storage:
+              filesystem:
+                rootdirectory: \(dir.path)/data
+            http:
+              addr: 127.0.0.1:\(port)
+              secret: obd-test-secret
+
+            """
+        if case let .htpasswd(user, password) = auth {
+            let r = run(["/usr/bin/htpasswd", "-Bbn", user, password])
+            guard r.status == 0 else { throw Failure(description: "htpasswd failed: \(r.err)") }
+            try LocalRegistry.write(dir.file("htpasswd"), r.out)
+            config += """
+                auth:
+                  htpasswd:
+                    realm: obd-test
+                    path: \(dir.file("htpasswd"))
+
+                """
+        }
+        try LocalRegistry.write(dir.file("config.yml"), config)
+        var p: pid_t = 0
+        var actions = posix_spawn_file_actions_t()
+        posix_spawn_file_actions_init(&actions)
+        defer { posix_spawn_file_actions_destroy(&actions) }
+        posix_spawn_file_actions_addopen(&actions, 1, dir.file("registry.log"), O_CREAT | O_WRONLY | O_TRUNC, 0o600)
+        posix_spawn_file_actions_addopen(&actions, 2, dir.file("registry.log"), O_CREAT | O_WRONLY | O_APPEND, 0o600)
+        let argv = ["/usr/bin/docker-registry", "serve", dir.file("config.yml")].map { s in s.withCString { strdup($0) } } + [nil]
+        defer { argv.forEach { free($0) } }
+        guard posix_spawn(&p, "/usr/bin/docker-registry", &actions, nil, argv, environ) == 0 else {
+            throw Failure(description: "cannot start docker-registry")
+        }
+        pid = p
+        for _ in 0..<200 {
+            if LocalRegistry.canConnect(port) { return }
+            usleep(25_000)
+        }
+        kill(pid, SIGKILL)
+        throw Failure(description: "docker-registry did not start: \(readText(dir.file("registry.log")))")
+    }
+
+    deinit {
+        kill(pid, SIGTERM)
+        var status: Int32 = 0
+        waitpid(pid, &status, 0)
+        dir.remove()
+    }
+
+    static func write(_ path: String, _ text: String) throws {
+        guard let f = fopen(path, "w") else { throw Failure(description: "cannot write \(path)") }
+        fputs(text, f)
+        fclose(f)
+    }
+
+    static func freePort() -> UInt16 {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        defer { close(fd) }
+        var addr = sockaddr_in()
+        addr.sin_family = sa_family_t(AF_INET)
+        addr.sin_addr.s_addr = inet_addr("127.0.0.1")
+        addr.sin_port = 0
+        _ = withUnsafePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
+        var len = socklen_t(MemoryLayout<sockaddr_in>.size)
+        _ = withUnsafeMutablePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &len) } }
+        return UInt16(bigEndian: addr.sin_port)
+    }
+
+    static func canConnect(_ port: UInt16) -> Bool {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        defer { close(fd) }
+        var addr = sockaddr_in()
+        addr.sin_family = sa_family_t(AF_INET)
+        addr.sin_addr.s_addr = inet_addr("127.0.0.1")
+        addr.sin_port = port.bigEndian
+        return withUnsafePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } } == 0
+    }
+
+    /// Pushes an image with one layer (`layer` bytes) using skopeo from an OCI layout.
+    /// Returns the layer digest.
+    @discardableResult
+    public func push(repository: String, tag: String, layer: [UInt8], credentials: String? = nil) throws -> String {
+        let oci = TemporaryDirectory("obd-oci")
+        defer { oci.remove() }
+        _ = run(["/bin/mkdir", "-p", oci.path + "/blobs/sha256"])
+        func blob(_ bytes: [UInt8]) throws -> String {
+            let hex = Digest.sha256(bytes)
+            let f = fopen(oci.path + "/blobs/sha256/" + hex, "w")
+            _ = bytes.withUnsafeBytes { fwrite($0.baseAddress, 1, $0.count, f) }
+            fclose(f)
+            return hex
+        }
+        let layerHex = try blob(layer)
+        let config = Array(#"{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":["sha256:\#(layerHex)"]}}"#.utf8)
+        let configHex = try blob(config)
+        let manifest = Array("""
+            {"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json",\
+            "config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"sha256:\(configHex)","size":\(config.count)},\
+            "layers":[{"mediaType":"application/vnd.oci.image.layer.v1.tar","digest":"sha256:\(layerHex)","size":\(layer.count)}]}
+            """.utf8)
+        let manifestHex = try blob(manifest)
+        try LocalRegistry.write(oci.path + "/oci-layout", #"{"imageLayoutVersion":"1.0.0"}"#)
+        try LocalRegistry.write(oci.path + "/index.json", """
+            {"schemaVersion":2,"manifests":[{"mediaType":"application/vnd.oci.image.manifest.v1+json",\
+            "digest":"sha256:\(manifestHex)","size":\(manifest.count),"annotations":{"org.opencontainers.image.ref.name":"\(tag)"}}]}
+            """)
+        var argv = ["/usr/bin/skopeo", "copy", "--quiet", "--dest-tls-verify=false", "--preserve-digests"]
+        if let credentials { argv += ["--dest-creds", credentials] }
+        argv += ["oci:\(oci.path):\(tag)", "docker://\(host)/\(repository):\(tag)"]
+        let r = run(argv)
+        guard r.status == 0 else { throw Failure(description: "skopeo copy failed: \(r.err)") }
+        return "sha256:" + layerHex
+    }
+}
