@@ -86,4 +86,29 @@ struct RegistryIntegrationTests {
         let anonymous = RegistryClient(host: reg.host, options: RegistryOptions(plainHTTP: true))
         #expect(throws: RegistryError.self) { try anonymous.manifest(repository: "obd/auth", reference: "v1") }
     }
+
+    @Test("token auth: Bearer tokens from the challenge's realm, cached; wrong credentials fail cleanly")
+    func tokenAuth() throws {
+        let tokens = try TokenServer(user: "obd", password: "t0ken-pass")
+        defer { tokens.stop() }
+        let reg = try LocalRegistry(auth: .token(tokens))
+        let bytes = try Self.layer()
+        let digest = try reg.push(repository: "obd/token", tag: "v1", layer: bytes, credentials: "obd:t0ken-pass")
+        let creds = CredentialStore(entries: [(reg.host, Credential(username: "obd", password: "t0ken-pass"))])
+        let client = RegistryClient(host: reg.host, options: RegistryOptions(plainHTTP: true, credentials: creds))
+        let blob = try RemoteBlob(client: client, repository: "obd/token", digest: digest)
+        let before = tokens.issued
+        for i in 0..<10 {
+            #expect(try blob.readBytes(at: UInt64(i * 1000), count: 3000)[...] == bytes[(i * 1000)..<(i * 1000 + 3000)])
+        }
+        #expect(tokens.issued == before, "the token is cached across reads")
+        let bad = RegistryClient(host: reg.host, options: RegistryOptions(plainHTTP: true,
+            credentials: CredentialStore(entries: [(reg.host, Credential(username: "obd", password: "nope-nope"))])))
+        do {
+            _ = try bad.manifest(repository: "obd/token", reference: "v1")
+            Issue.record("wrong credentials were accepted")
+        } catch {
+            #expect("\(error)".contains("Authentication failed") && !"\(error)".contains("nope-nope"))
+        }
+    }
 }

@@ -4,7 +4,7 @@ import Glibc
 /// Debian's `docker-registry` (distribution v2) on 127.0.0.1 with a config file of its
 /// own in a temporary folder (never the package's default config); stopped by PID.
 public final class LocalRegistry {
-    public enum Auth { case none, htpasswd(user: String, password: String) }
+    public enum Auth { case none, htpasswd(user: String, password: String), token(TokenServer) }
 
     public let dir = TemporaryDirectory("obd-registry")
     public let port: UInt16
@@ -40,6 +40,17 @@ public final class LocalRegistry {
                   htpasswd:
                     realm: obd-test
                     path: \(dir.file("htpasswd"))
+
+                """
+        }
+        if case let .token(server) = auth {
+            config += """
+                auth:
+                  token:
+                    realm: \(server.realm)
+                    service: \(server.service)
+                    issuer: \(server.issuer)
+                    rootcertbundle: \(server.caBundle)
 
                 """
         }
