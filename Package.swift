@@ -13,6 +13,7 @@ let package = Package(
         .library(name: "Image", targets: ["Image"]),
         .library(name: "NBD", targets: ["NBD"]),
         .library(name: "Registry", targets: ["Registry"]),
+        .library(name: "BlockCache", targets: ["BlockCache"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
@@ -34,6 +35,7 @@ let package = Package(
         .target(name: "ZFile", dependencies: ["BlockIO", "CLZ4", "CZstd", "CISAL"]),
         .target(name: "LSMT", dependencies: ["BlockIO"]),
         .target(name: "Registry", dependencies: ["BlockIO", "CCurl"]),
+        .target(name: "BlockCache", dependencies: ["BlockIO"]),
         // Floor 2: assembly.
         .target(name: "Image", dependencies: ["BlockIO", "ZFile", "LSMT"]),
         // Floor 3: frontends.
@@ -64,6 +66,7 @@ let package = Package(
         .testTarget(name: "LSMTTests", dependencies: ["LSMT", "BlockIO", "ZFile", "TestSupport"]),
         .testTarget(name: "ImageTests", dependencies: ["Image", "LSMT", "ZFile", "BlockIO", "TestSupport"]),
         .testTarget(name: "TCMUTests", dependencies: ["TCMU", "BlockIO", "LSMT", "TestSupport"]),
+        .testTarget(name: "BlockCacheTests", dependencies: ["BlockCache", "BlockIO", "TestSupport"]),
         .testTarget(name: "RegistryTests", dependencies: ["Registry", "BlockIO", "TestSupport"]),
         .testTarget(name: "NBDTests", dependencies: ["NBD", "LSMT", "BlockIO", "TestSupport"]),
         .testTarget(name: "CLITests", dependencies: ["BlockIO", "TestSupport"]),

@@ -1,0 +1,130 @@
+import BlockIO
+import Glibc
+import Synchronization
+
+/// A persistent, size-limited cache of remote blob ranges on local disk, shared by all
+/// images of a host and keyed by blob digest. Each blob has a sparse data file and a
+/// presence map (one bit per refill unit): a bit is written only after the unit's data
+/// is on disk (fdatasync), so after a crash at any moment the cache never serves bytes
+/// that were not written completely; units whose bits were not yet persisted are
+/// simply fetched again.
+public final class BlockCache: @unchecked Sendable {
+    public let directory: String
+    public let capacity: UInt64
+    public let refillSize: Int
+    private let files = Mutex<[String: Entry]>([:])
+
+    final class Entry: @unchecked Sendable {
+        weak var file: CachedFile?
+        var bytes: UInt64 = 0
+        var lastUse: UInt64 = 0
+    }
+
+    private let clock = Atomic<UInt64>(0)
+
+    /// - Parameters:
+    ///   - capacity: bytes of cached data to keep (the high-water mark is 90% of it).
+    ///   - refillSize: unit of fetching and of presence tracking (power of two, >= 4096).
+    public init(directory: String, capacity: UInt64, refillSize: Int = 256 * 1024) throws {
+        guard refillSize >= 4096, refillSize & (refillSize - 1) == 0 else {
+            throw BlockIOError.unsupported(name: directory, operation: "refillSize \(refillSize) (must be a power of two >= 4096)")
+        }
+        self.directory = directory
+        self.capacity = capacity
+        self.refillSize = refillSize
+        mkdir(directory, 0o755)
+        guard access(directory, W_OK) == 0 else { throw BlockIOError.open(path: directory, errno: errno) }
+        // Re-register blobs cached by earlier runs (usage from their presence maps).
+        if let d = opendir(directory) {
+            defer { closedir(d) }
+            while let e = readdir(d) {
+                let n = withUnsafeBytes(of: e.pointee.d_name) { String(cString: $0.bindMemory(to: CChar.self).baseAddress!) }
+                guard n.hasSuffix(".map") else { continue }
+                let key = String(n.dropLast(4))
+                let entry = Entry()
+                entry.bytes = PresenceMap.presentBytes(path: directory + "/" + n, unit: refillSize)
+                files.withLock { $0[key] = entry }
+            }
+        }
+    }
+
+    /// Bytes of cached data.
+    public var usage: UInt64 { files.withLock { $0.values.reduce(0) { $0 + $1.bytes } } }
+
+    /// Opens the cached view of `upstream`, keyed by `key` (the blob digest).
+    public func open(key: String, upstream: any BlockFile) throws -> CachedFile {
+        guard !key.isEmpty, !key.contains("/"), key != ".", key != ".." else {
+            throw BlockIOError.unsupported(name: key, operation: "cache key")
+        }
+        let f = try CachedFile(cache: self, key: key, upstream: upstream)
+        files.withLock { d in
+            let e = d[key] ?? Entry()
+            e.file = f
+            e.bytes = f.presentBytes
+            d[key] = e
+        }
+        touch(key)
+        return f
+    }
+
+    func path(_ key: String) -> String { directory + "/" + key }
+
+    func touch(_ key: String) {
+        let t = clock.add(1, ordering: .relaxed).newValue
+        files.withLock { $0[key]?.lastUse = t }
+    }
+
+    /// Records `delta` new cached bytes for `key`.
+    func grew(_ key: String, by delta: UInt64) {
+        files.withLock { $0[key]?.bytes += delta }
+    }
+
+    /// Evicts least recently used blobs (whole blobs, never `key`) while usage is above
+    /// the high-water mark. Called with no cache lock held.
+    func evictIfNeeded(except key: String) {
+        let victims: [(String, Entry)] = files.withLock { d in
+            var total = d.values.reduce(0) { $0 + $1.bytes }
+            let high = capacity / 10 * 9
+            guard total > high else { return [] }
+            var out: [(String, Entry)] = []
+            for (k, e) in d.sorted(by: { $0.value.lastUse < $1.value.lastUse }) where k != key && total > high {
+                total -= e.bytes
+                out.append((k, e))
+            }
+            return out
+        }
+        for (k, e) in victims { evict(k, e) }
+    }
+
+    private func evict(_ key: String, _ e: Entry) {
+        if let f = e.file {
+            f.dropAll()
+        } else {
+            unlink(path(key))
+            unlink(path(key) + ".map")
+        }
+        files.withLock { $0[key]?.bytes = 0 }
+    }
+}
+
+/// The presence map file: "OBDCMAP1", unit size, blob size, then one bit per unit.
+enum PresenceMap {
+    static let magic: [UInt8] = Array("OBDCMAP1".utf8)
+    static let headerSize = 32
+
+    static func header(unit: Int, size: UInt64) -> [UInt8] {
+        var h = magic
+        withUnsafeBytes(of: UInt64(unit).littleEndian) { h += $0 }
+        withUnsafeBytes(of: size.littleEndian) { h += $0 }
+        h += [UInt8](repeating: 0, count: headerSize - h.count)
+        return h
+    }
+
+    /// Bytes marked present in a map file (0 if it is not a valid map).
+    static func presentBytes(path: String, unit: Int) -> UInt64 {
+        guard let f = try? LocalFile(path: path, map: false), f.size >= UInt64(headerSize),
+              let bytes = try? f.readBytes(at: 0, count: Int(f.size)), Array(bytes[0..<8]) == magic else { return 0 }
+        let bits = bytes[headerSize...].reduce(0) { $0 + $1.nonzeroBitCount }
+        return UInt64(bits) * UInt64(unit)
+    }
+}

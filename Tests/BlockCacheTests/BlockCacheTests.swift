@@ -1,0 +1,127 @@
+import BlockCache
+import BlockIO
+import Dispatch
+import Glibc
+import Synchronization
+import Testing
+import TestSupport
+
+/// An upstream that counts reads and can be slow (a stand-in for a registry blob).
+final class SlowFile: BlockFile, @unchecked Sendable {
+    let inner: MemoryFile
+    let delay: UInt32
+    let reads = Atomic<Int>(0)
+    init(_ bytes: [UInt8], delayMicroseconds: UInt32 = 0) {
+        inner = MemoryFile(bytes: bytes, name: "upstream", writable: false)
+        delay = delayMicroseconds
+    }
+    var size: UInt64 { inner.size }
+    var name: String { "upstream" }
+    func read(into buffer: UnsafeMutableRawBufferPointer, at offset: UInt64) throws -> Int {
+        reads.add(1, ordering: .relaxed)
+        if delay > 0 { usleep(delay) }
+        return try inner.read(into: buffer, at: offset)
+    }
+}
+
+@Suite("Block cache", .serialized)
+struct BlockCacheTests {
+    static func blob(_ n: Int, seed: UInt64) -> [UInt8] {
+        var g = SplitMix64(seed: seed)
+        return g.bytes(n)
+    }
+
+    @Test("reads through the cache equal upstream; warm ranges cost no upstream read, also after a restart")
+    func warmAfterRestart() throws {
+        let dir = TemporaryDirectory("obd-cache")
+        defer { dir.remove() }
+        let bytes = Self.blob(3 << 20 + 777, seed: 1)
+        var g = SplitMix64(seed: 2)
+        let ranges = (0..<100).map { _ -> (UInt64, Int) in
+            let off = g.next() % UInt64(bytes.count)
+            return (off, min(Int(g.next() % 100_000) + 1, bytes.count - Int(off)))
+        }
+        do {
+            let cache = try BlockCache(directory: dir.path, capacity: 1 << 30, refillSize: 64 * 1024)
+            let up = SlowFile(bytes)
+            let f = try cache.open(key: "sha256:aaaa", upstream: up)
+            for (off, n) in ranges { #expect(try f.readBytes(at: off, count: n)[...] == bytes[Int(off)..<(Int(off) + n)]) }
+            let cold = up.reads.load(ordering: .relaxed)
+            #expect(cold > 0)
+            for (off, n) in ranges { _ = try f.readBytes(at: off, count: n) }
+            #expect(up.reads.load(ordering: .relaxed) == cold, "a warm pass reads nothing upstream")
+            try f.flush()
+        }
+        let cache = try BlockCache(directory: dir.path, capacity: 1 << 30, refillSize: 64 * 1024)
+        #expect(cache.usage > 0)
+        let up = SlowFile(bytes)
+        let f = try cache.open(key: "sha256:aaaa", upstream: up)
+        for (off, n) in ranges { #expect(try f.readBytes(at: off, count: n)[...] == bytes[Int(off)..<(Int(off) + n)]) }
+        #expect(up.reads.load(ordering: .relaxed) == 0, "after a restart the warm cache makes zero upstream reads")
+    }
+
+    @Test("concurrent misses of one unit fetch it once")
+    func coalesced() throws {
+        let dir = TemporaryDirectory("obd-cache")
+        defer { dir.remove() }
+        let bytes = Self.blob(1 << 20, seed: 3)
+        let cache = try BlockCache(directory: dir.path, capacity: 1 << 30, refillSize: 256 * 1024)
+        let up = SlowFile(bytes, delayMicroseconds: 50_000)
+        let f = try cache.open(key: "sha256:bbbb", upstream: up)
+        let bad = Atomic<Int>(0)
+        DispatchQueue.concurrentPerform(iterations: 8) { i in
+            let got = try? f.readBytes(at: UInt64(1000 + i * 100), count: 4096)
+            if got.map({ $0[...] == bytes[(1000 + i * 100)..<(5096 + i * 100)] }) != true { bad.add(1, ordering: .relaxed) }
+        }
+        #expect(bad.load(ordering: .relaxed) == 0)
+        #expect(up.reads.load(ordering: .relaxed) == 1)
+    }
+
+    @Test("the size limit holds: least recently used blobs are evicted")
+    func sizeLimit() throws {
+        let dir = TemporaryDirectory("obd-cache")
+        defer { dir.remove() }
+        let cache = try BlockCache(directory: dir.path, capacity: 4 << 20, refillSize: 64 * 1024)
+        var blobs: [(CachedFile, [UInt8])] = []
+        for i in 0..<6 {
+            let bytes = Self.blob(2 << 20, seed: UInt64(10 + i))
+            let f = try cache.open(key: "sha256:c\(i)", upstream: SlowFile(bytes))
+            #expect(try f.readBytes(at: 0, count: bytes.count) == bytes)
+            blobs.append((f, bytes))
+            #expect(cache.usage <= 4 << 20 || i == 0, "usage \(cache.usage) after blob \(i)")
+        }
+        // Evicted blobs read correctly again (fetched anew).
+        for (f, bytes) in blobs { #expect(try f.readBytes(at: 12345, count: 50_000)[...] == bytes[12345..<62345]) }
+    }
+
+    @Test("a damaged presence map is discarded, never trusted")
+    func damagedMap() throws {
+        let dir = TemporaryDirectory("obd-cache")
+        defer { dir.remove() }
+        let bytes = Self.blob(1 << 20, seed: 5)
+        do {
+            let cache = try BlockCache(directory: dir.path, capacity: 1 << 30, refillSize: 64 * 1024)
+            let f = try cache.open(key: "sha256:dddd", upstream: SlowFile(bytes))
+            _ = try f.readBytes(at: 0, count: bytes.count)
+            try f.flush()
+        }
+        // The data file lost its content while the map still says every unit is present.
+        let data = try LocalFile(path: dir.file("sha256:dddd"), mode: .readWrite)
+        try data.truncate(to: 0)
+        var cache = try BlockCache(directory: dir.path, capacity: 1 << 30, refillSize: 64 * 1024)
+        var up = SlowFile(bytes)
+        var f = try cache.open(key: "sha256:dddd", upstream: up)
+        #expect(try f.readBytes(at: 0, count: bytes.count) == bytes)
+        #expect(up.reads.load(ordering: .relaxed) > 0)
+        try f.flush()
+        // A map with a bad header.
+        let map = try LocalFile(path: dir.file("sha256:dddd.map"), mode: .readWrite)
+        try map.writeBytes(Array("XXXXXXXX".utf8), at: 0)
+        cache = try BlockCache(directory: dir.path, capacity: 1 << 30, refillSize: 64 * 1024)
+        up = SlowFile(bytes)
+        f = try cache.open(key: "sha256:dddd", upstream: up)
+        #expect(try f.readBytes(at: 0, count: bytes.count) == bytes)
+        #expect(up.reads.load(ordering: .relaxed) > 0)
+        #expect(throws: BlockIOError.self) { try cache.open(key: "../escape", upstream: up) }
+    }
+}
