@@ -43,16 +43,7 @@ extension BlockFile {
     public var mappedBytes: UnsafeRawBufferPointer? { nil }
 
     public func writeZeroes(offset: UInt64, length: UInt64) throws {
-        let chunk = 1 << 20
-        let zeros = UnsafeMutableRawBufferPointer.allocate(byteCount: chunk, alignment: 4096)
-        defer { zeros.deallocate() }
-        zeros.initializeMemory(as: UInt8.self, repeating: 0)
-        var done: UInt64 = 0
-        while done < length {
-            let n = Int(min(UInt64(chunk), length - done))
-            try write(UnsafeRawBufferPointer(rebasing: zeros[0..<n]), at: offset + done)
-            done += UInt64(n)
-        }
+        try writeZeroBuffers(offset: offset, length: length) { try write($0, at: $1) }
     }
 
     public func write(_ buffer: UnsafeRawBufferPointer, at offset: UInt64) throws {
@@ -83,5 +74,20 @@ extension BlockFile {
     /// Writes an array at `offset` (not for hot paths).
     public func writeBytes(_ bytes: [UInt8], at offset: UInt64) throws {
         try bytes.withUnsafeBytes { try write($0, at: offset) }
+    }
+}
+
+/// Writes `length` zero bytes at `offset` through `write`, 1 MiB at a time.
+public func writeZeroBuffers(offset: UInt64, length: UInt64,
+                             _ write: (UnsafeRawBufferPointer, UInt64) throws -> Void) throws {
+    let chunk = 1 << 20
+    let zeros = UnsafeMutableRawBufferPointer.allocate(byteCount: chunk, alignment: 4096)
+    defer { zeros.deallocate() }
+    zeros.initializeMemory(as: UInt8.self, repeating: 0)
+    var done: UInt64 = 0
+    while done < length {
+        let n = Int(min(UInt64(chunk), length - done))
+        try write(UnsafeRawBufferPointer(rebasing: zeros[0..<n]), offset + done)
+        done += UInt64(n)
     }
 }

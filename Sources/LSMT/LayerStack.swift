@@ -158,16 +158,7 @@ public final class LayerStack: BlockFile, @unchecked Sendable {
         guard offset <= virtualSize, length <= virtualSize - offset else {
             throw BlockIOError.outOfRange(name: name, offset: offset, length: length, size: virtualSize)
         }
-        let chunk = 1 << 20
-        let zeros = UnsafeMutableRawBufferPointer.allocate(byteCount: chunk, alignment: 4096)
-        defer { zeros.deallocate() }
-        zeros.initializeMemory(as: UInt8.self, repeating: 0)
-        var done: UInt64 = 0
-        while done < length {
-            let n = Int(min(UInt64(chunk), length - done))
-            try upper.write(UnsafeRawBufferPointer(rebasing: zeros[0..<n]), at: offset + done)
-            done += UInt64(n)
-        }
+        try writeZeroBuffers(offset: offset, length: length) { try upper.write($0, at: $1) }
     }
 
     /// Every mapped extent of the disk, upper layer included, in order; tags are

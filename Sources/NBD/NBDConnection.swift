@@ -183,14 +183,7 @@ final class NBDConnection: @unchecked Sendable {
                     // batch; no hand-off, and one send for many replies.
                     if output.free < 16 + Int(length) { flushOutput(output) }
                     let slot = output.reserve(16 + Int(length))
-                    var status: UInt32 = 0
-                    do {
-                        let n = try export.file.read(into: UnsafeMutableRawBufferPointer(rebasing: slot[16...]), at: offset)
-                        if n < Int(length) { status = NBDProtocol.eIO }
-                    } catch {
-                        log("nbd: read at \(offset)+\(length) failed: \(error)")
-                        status = NBDProtocol.eIO
-                    }
+                    let status = readPayload(into: UnsafeMutableRawBufferPointer(rebasing: slot[16...]), at: offset)
                     fillReplyHeader(slot, handle: handle, error: status)
                     output.commit(status == 0 ? 16 + Int(length) : 16)
                     continue
@@ -199,15 +192,7 @@ final class NBDConnection: @unchecked Sendable {
                 inFlight.enter()
                 pool.submit { [self] in
                     defer { inFlight.leave() }
-                    let payload = UnsafeMutableRawBufferPointer(rebasing: buf[16..<(16 + Int(length))])
-                    var status: UInt32 = 0
-                    do {
-                        let n = try export.file.read(into: payload, at: offset)
-                        if n < Int(length) { status = NBDProtocol.eIO }
-                    } catch {
-                        log("nbd: read at \(offset)+\(length) failed: \(error)")
-                        status = NBDProtocol.eIO
-                    }
+                    let status = readPayload(into: UnsafeMutableRawBufferPointer(rebasing: buf[16..<(16 + Int(length))]), at: offset)
                     fillReplyHeader(buf, handle: handle, error: status)
                     send(UnsafeRawBufferPointer(rebasing: buf[0..<(status == 0 ? 16 + Int(length) : 16)]))
                     buffers.give(buf)
@@ -279,6 +264,17 @@ final class NBDConnection: @unchecked Sendable {
             default:
                 queueReply(output, handle, NBDProtocol.eInval)
             }
+        }
+    }
+
+    /// Fills a read reply's payload; returns the NBD error (0 on success).
+    private func readPayload(into payload: UnsafeMutableRawBufferPointer, at offset: UInt64) -> UInt32 {
+        do {
+            let n = try export.file.read(into: payload, at: offset)
+            return n < payload.count ? NBDProtocol.eIO : 0
+        } catch {
+            log("nbd: read at \(offset)+\(payload.count) failed: \(error)")
+            return NBDProtocol.eIO
         }
     }
 
