@@ -211,59 +211,48 @@ final class NBDConnection: @unchecked Sendable {
                     queueReply(output, handle, e)
                     continue
                 }
-                inFlight.enter()
-                pool.submit { [self] in
-                    defer { inFlight.leave() }
-                    var status: UInt32 = 0
-                    do {
-                        try export.file.write(UnsafeRawBufferPointer(rebasing: buf[16..<(16 + Int(length))]), at: offset)
-                        if flags & NBDProtocol.cmdFlagFUA != 0 { try export.file.flush() }
-                    } catch {
-                        log("nbd: write at \(offset)+\(length) failed: \(error)")
-                        status = NBDProtocol.eIO
-                    }
-                    buffers.give(buf)
-                    sendError(handle, status)
+                submitReplying(handle, "write at \(offset)+\(length)") { [self] in
+                    defer { buffers.give(buf) }
+                    try export.file.write(UnsafeRawBufferPointer(rebasing: buf[16..<(16 + Int(length))]), at: offset)
+                    if flags & NBDProtocol.cmdFlagFUA != 0 { try export.file.flush() }
                 }
             case NBDProtocol.cmdFlush:
-                inFlight.enter()
-                pool.submit { [self] in
-                    defer { inFlight.leave() }
-                    var status: UInt32 = 0
-                    do { try export.file.flush() } catch {
-                        log("nbd: flush failed: \(error)")
-                        status = NBDProtocol.eIO
-                    }
-                    sendError(handle, status)
-                }
+                submitReplying(handle, "flush") { [self] in try export.file.flush() }
             case NBDProtocol.cmdTrim, NBDProtocol.cmdWriteZeroes:
                 if let e = writeCheck(offset, UInt64(length), inRange, aligned: type == NBDProtocol.cmdWriteZeroes) {
                     queueReply(output, handle, e)
                     continue
                 }
-                inFlight.enter()
-                pool.submit { [self] in
-                    defer { inFlight.leave() }
-                    var status: UInt32 = 0
-                    do {
-                        if type == NBDProtocol.cmdTrim {
-                            // Trim is advisory: shrink to whole sectors.
-                            let lo = (offset + 511) / 512 * 512
-                            let hi = (offset + UInt64(length)) / 512 * 512
-                            if hi > lo { try export.file.discard(offset: lo, length: hi - lo) }
-                        } else {
-                            try export.file.writeZeroes(offset: offset, length: UInt64(length))
-                        }
-                        if flags & NBDProtocol.cmdFlagFUA != 0 { try export.file.flush() }
-                    } catch {
-                        log("nbd: \(type == NBDProtocol.cmdTrim ? "trim" : "write zeroes") at \(offset)+\(length) failed: \(error)")
-                        status = NBDProtocol.eIO
+                submitReplying(handle, "\(type == NBDProtocol.cmdTrim ? "trim" : "write zeroes") at \(offset)+\(length)") { [self] in
+                    if type == NBDProtocol.cmdTrim {
+                        // Trim is advisory: shrink to whole sectors.
+                        let lo = (offset + 511) / 512 * 512
+                        let hi = (offset + UInt64(length)) / 512 * 512
+                        if hi > lo { try export.file.discard(offset: lo, length: hi - lo) }
+                    } else {
+                        try export.file.writeZeroes(offset: offset, length: UInt64(length))
                     }
-                    sendError(handle, status)
+                    if flags & NBDProtocol.cmdFlagFUA != 0 { try export.file.flush() }
                 }
             default:
                 queueReply(output, handle, NBDProtocol.eInval)
             }
+        }
+    }
+
+    /// Runs `body` on the worker pool, then sends a payload-less reply: success, or EIO
+    /// (logged with `what`) if it throws.
+    private func submitReplying(_ handle: UInt64, _ what: @autoclosure @escaping () -> String,
+                                _ body: @escaping () throws -> Void) {
+        inFlight.enter()
+        pool.submit { [self] in
+            defer { inFlight.leave() }
+            var status: UInt32 = 0
+            do { try body() } catch {
+                log("nbd: \(what()) failed: \(error)")
+                status = NBDProtocol.eIO
+            }
+            sendError(handle, status)
         }
     }
 
@@ -325,40 +314,6 @@ final class NBDConnection: @unchecked Sendable {
                 shutdown(stream.fd, Int32(SHUT_RDWR))
             }
         }
-    }
-}
-
-/// Bounds the requests in flight on one connection and waits for them at the end.
-final class InFlightLimit: @unchecked Sendable {
-    private var mutex = pthread_mutex_t()
-    private var cond = pthread_cond_t()
-    private var count = 0
-    private let limit: Int
-
-    init(limit: Int) {
-        self.limit = limit
-        pthread_mutex_init(&mutex, nil)
-        pthread_cond_init(&cond, nil)
-    }
-
-    func enter() {
-        pthread_mutex_lock(&mutex)
-        while count >= limit { pthread_cond_wait(&cond, &mutex) }
-        count += 1
-        pthread_mutex_unlock(&mutex)
-    }
-
-    func leave() {
-        pthread_mutex_lock(&mutex)
-        count -= 1
-        pthread_cond_broadcast(&cond)
-        pthread_mutex_unlock(&mutex)
-    }
-
-    func waitForAll() {
-        pthread_mutex_lock(&mutex)
-        while count > 0 { pthread_cond_wait(&cond, &mutex) }
-        pthread_mutex_unlock(&mutex)
     }
 }
 

@@ -15,7 +15,7 @@ final class TCMUDevice: @unchecked Sendable {
     private let ring: CommandRing
     private let pool: WorkerPool
     private let log: @Sendable (String) -> Void
-    private let inFlight = Counter()
+    private let inFlight = InFlightLimit()
     private var stopping = false
     private var thread = pthread_t()
     private var wake: [Int32] = [-1, -1]
@@ -83,7 +83,7 @@ final class TCMUDevice: @unchecked Sendable {
 
     private func dispatch(_ commands: [CommandRing.Command]) {
         for c in commands {
-            inFlight.add(1)
+            inFlight.enter()
             pool.submit { [self] in
                 let status = c.invalid ?? disk.execute(cdb: c.cdb, data: c.data)
                 if c.invalid != nil {
@@ -94,7 +94,7 @@ final class TCMUDevice: @unchecked Sendable {
                 ring.complete(id: c.id, status: status)
                 var one: UInt32 = 0
                 _ = write(fd, &one, 4)     // tell the kernel a completion is posted
-                inFlight.add(-1)
+                inFlight.leave()
             }
         }
     }
@@ -105,20 +105,10 @@ final class TCMUDevice: @unchecked Sendable {
         var b: UInt8 = 1
         _ = write(wake[1], &b, 1)
         pthread_join(thread, nil)
-        inFlight.waitForZero()
+        inFlight.waitForAll()
         ring.skipTrailingPadding()
         do { try image.stack.flush() } catch { log("tcmu: \(name): flush on removal failed: \(error)") }
     }
-}
-
-/// A counter others can wait on to reach zero.
-final class Counter: @unchecked Sendable {
-    private var mutex = pthread_mutex_t()
-    private var cond = pthread_cond_t()
-    private var value = 0
-    init() { pthread_mutex_init(&mutex, nil); pthread_cond_init(&cond, nil) }
-    func add(_ d: Int) { pthread_mutex_lock(&mutex); value += d; pthread_cond_broadcast(&cond); pthread_mutex_unlock(&mutex) }
-    func waitForZero() { pthread_mutex_lock(&mutex); while value > 0 { pthread_cond_wait(&cond, &mutex) }; pthread_mutex_unlock(&mutex) }
 }
 
 /// The first line of a sysfs/configfs file, trimmed ("" if unreadable).

@@ -145,14 +145,7 @@ struct ServeNBDTests {
     /// Starts `obd serve nbd`; returns its pid once the socket accepts connections.
     static func start(_ args: [String], socket: String, log: String) throws -> pid_t {
         let obd = builtProduct("obd")
-        var pid: pid_t = 0
-        var actions = posix_spawn_file_actions_t()
-        posix_spawn_file_actions_init(&actions)
-        defer { posix_spawn_file_actions_destroy(&actions) }
-        posix_spawn_file_actions_addopen(&actions, 2, log, O_CREAT | O_WRONLY | O_TRUNC, 0o600)
-        let argv = ([obd, "serve", "nbd"] + args).map { s in s.withCString { strdup($0) } } + [nil]
-        defer { argv.forEach { free($0) } }
-        guard posix_spawn(&pid, obd, &actions, nil, argv, environ) == 0 else { throw CLIError("spawn failed") }
+        guard let pid = spawn([obd, "serve", "nbd"] + args, stderr: log) else { throw CLIError("spawn failed") }
         for _ in 0..<200 {
             if readText(log).contains("serving") { return pid }
             usleep(25_000)

@@ -14,15 +14,9 @@ struct CrashTests {
     /// Runs the child until killed; returns what it reported.
     func runAndKill(data: String, index: String, seed: UInt64, afterMicroseconds delay: UInt32, log: String) throws -> Iteration {
         let exe = builtProduct("obd-crash-writer")
-        var pid: pid_t = 0
-        var actions = posix_spawn_file_actions_t()
-        posix_spawn_file_actions_init(&actions)
-        defer { posix_spawn_file_actions_destroy(&actions) }
-        posix_spawn_file_actions_addopen(&actions, 1, log, O_CREAT | O_WRONLY | O_TRUNC, 0o600)
-        let argv = [exe, data, index, String(seed)].map { s in s.withCString { strdup($0) } } + [nil]
-        defer { argv.forEach { free($0) } }
-        let rc = posix_spawn(&pid, exe, &actions, nil, argv, environ)
-        #expect(rc == 0, "cannot start \(exe)")
+        let started = spawn([exe, data, index, String(seed)], stdout: log)
+        #expect(started != nil, "cannot start \(exe)")
+        guard let pid = started else { return Iteration() }
         usleep(delay)
         kill(pid, SIGKILL)
         var status: Int32 = 0

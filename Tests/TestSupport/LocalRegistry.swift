@@ -55,15 +55,8 @@ public final class LocalRegistry {
                 """
         }
         try LocalRegistry.write(dir.file("config.yml"), config)
-        var p: pid_t = 0
-        var actions = posix_spawn_file_actions_t()
-        posix_spawn_file_actions_init(&actions)
-        defer { posix_spawn_file_actions_destroy(&actions) }
-        posix_spawn_file_actions_addopen(&actions, 1, dir.file("registry.log"), O_CREAT | O_WRONLY | O_TRUNC, 0o600)
-        posix_spawn_file_actions_addopen(&actions, 2, dir.file("registry.log"), O_CREAT | O_WRONLY | O_APPEND, 0o600)
-        let argv = ["/usr/bin/docker-registry", "serve", dir.file("config.yml")].map { s in s.withCString { strdup($0) } } + [nil]
-        defer { argv.forEach { free($0) } }
-        guard posix_spawn(&p, "/usr/bin/docker-registry", &actions, nil, argv, environ) == 0 else {
+        guard let p = spawn(["/usr/bin/docker-registry", "serve", dir.file("config.yml")],
+                            stdout: dir.file("registry.log"), stderr: dir.file("registry.log")) else {
             throw Failure(description: "cannot start docker-registry")
         }
         pid = p

@@ -115,32 +115,43 @@ public final class TemporaryDirectory {
     public func file(_ name: String) -> String { path + "/" + name }
 }
 
-/// Runs a program; returns (exit status, stdout, stderr).
-@discardableResult
-public func run(_ argv: [String], stdin: String? = nil) -> (status: Int32, out: String, err: String) {
-    let outPath = "/tmp/obd-run-\(getpid())-\(UInt64.random(in: 0...UInt64.max))"
-    let errPath = outPath + ".err"
-    defer { unlink(outPath); unlink(errPath) }
+/// Starts `argv` with its standard streams redirected to files (nil leaves one as is;
+/// `stderr == stdout` sends both to one file). Returns the pid, or nil if it cannot start.
+public func spawn(_ argv: [String], stdin: String? = nil, stdout: String? = nil, stderr: String? = nil) -> pid_t? {
     var pid: pid_t = 0
     var actions = posix_spawn_file_actions_t()
     posix_spawn_file_actions_init(&actions)
     defer { posix_spawn_file_actions_destroy(&actions) }
+    if let stdin { posix_spawn_file_actions_addopen(&actions, 0, stdin, O_RDONLY, 0) }
+    if let stdout { posix_spawn_file_actions_addopen(&actions, 1, stdout, O_CREAT | O_WRONLY | O_TRUNC, 0o600) }
+    if let stderr {
+        if stderr == stdout {
+            posix_spawn_file_actions_adddup2(&actions, 1, 2)
+        } else {
+            posix_spawn_file_actions_addopen(&actions, 2, stderr, O_CREAT | O_WRONLY | O_TRUNC, 0o600)
+        }
+    }
+    let cargs = argv.map { s in s.withCString { strdup($0) } } + [nil]
+    defer { cargs.forEach { free($0) } }
+    return posix_spawn(&pid, argv[0], &actions, nil, cargs, environ) == 0 ? pid : nil
+}
+
+/// Runs a program; returns (exit status, stdout, stderr).
+@discardableResult
+public func run(_ argv: [String], stdin: String? = nil) -> (status: Int32, out: String, err: String) {
+    let outPath = "/tmp/obd-run-\(getpid())-\(UInt64.random(in: 0...UInt64.max))"
+    let errPath = outPath + ".err", inPath = outPath + ".in"
+    defer { unlink(outPath); unlink(errPath); unlink(inPath) }
     if let stdin {
-        let inPath = outPath + ".in"
         let fd = open(inPath, O_CREAT | O_WRONLY | O_TRUNC, 0o600)
         _ = stdin.withCString { write(fd, $0, strlen($0)) }
         close(fd)
-        posix_spawn_file_actions_addopen(&actions, 0, inPath, O_RDONLY, 0)
     }
-    posix_spawn_file_actions_addopen(&actions, 1, outPath, O_CREAT | O_WRONLY | O_TRUNC, 0o600)
-    posix_spawn_file_actions_addopen(&actions, 2, errPath, O_CREAT | O_WRONLY | O_TRUNC, 0o600)
-    let cargs = argv.map { s in s.withCString { strdup($0) } } + [nil]
-    defer { cargs.forEach { free($0) } }
-    let rc = posix_spawn(&pid, argv[0], &actions, nil, cargs, environ)
-    guard rc == 0 else { return (127, "", "spawn \(argv[0]) failed: \(rc)") }
+    guard let pid = spawn(argv, stdin: stdin == nil ? nil : inPath, stdout: outPath, stderr: errPath) else {
+        return (127, "", "spawn \(argv[0]) failed")
+    }
     var status: Int32 = 0
     while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
-    if stdin != nil { unlink(outPath + ".in") }
     let exit = (status & 0x7F) == 0 ? (status >> 8) & 0xFF : 128 + (status & 0x7F)
     return (exit, readText(outPath), readText(errPath))
 }
