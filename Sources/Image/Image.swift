@@ -73,10 +73,7 @@ public final class Image: Sendable {
     }
 
     /// An error's text without a repeated leading path.
-    static func strip(_ error: any Error, _ path: String) -> String {
-        let text = "\(error)"
-        return text.hasPrefix(path + ": ") ? String(text.dropFirst(path.count + 2)) : text
-    }
+    static func strip(_ error: any Error, _ path: String) -> String { Paths.withoutLeadingPath("\(error)", path) }
 
     /// Writes `resultFile` (if the config names one): exactly `success` or `failed:<reason>`.
     public static func writeResult(config: ImageConfig, error: (any Error)?) throws {

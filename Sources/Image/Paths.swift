@@ -14,6 +14,11 @@ public enum Paths {
         return base == "." ? p : base + "/" + p
     }
 
+    /// `text` without a leading "`path`: " (errors that already name the file).
+    static func withoutLeadingPath(_ text: String, _ path: String) -> String {
+        text.hasPrefix(path + ": ") ? String(text.dropFirst(path.count + 2)) : text
+    }
+
     /// Largest configuration file obd reads.
     static let maxConfigSize: UInt64 = 16 << 20
 
@@ -23,8 +28,7 @@ public enum Paths {
         do {
             file = try LocalFile(path: path)
         } catch let e as BlockIOError {
-            let text = e.description
-            throw ImageError.config(path: path, detail: "cannot read: " + (text.hasPrefix(path + ": ") ? String(text.dropFirst(path.count + 2)) : text))
+            throw ImageError.config(path: path, detail: "cannot read: " + withoutLeadingPath(e.description, path))
         }
         guard file.size <= maxConfigSize else {
             throw ImageError.config(path: path, detail: "file of \(file.size) bytes is too large for a configuration")

@@ -197,13 +197,6 @@ struct ServeNBDTests {
 }
 
 extension String {
-    func trimmingCharacters() -> String {
-        var s = Substring(self)
-        while let f = s.first, f.isWhitespace { s = s.dropFirst() }
-        while let l = s.last, l.isWhitespace { s = s.dropLast() }
-        return String(s)
-    }
-
     /// The port in an "obd: serving ... on tcp:HOST:PORT (...)" line.
     func components(separatedByTCP: ()) -> String {
         guard let r = range(of: "on tcp:") else { return "" }

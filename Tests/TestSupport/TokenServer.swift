@@ -186,9 +186,10 @@ extension String {
     }
 }
 
-extension Substring {
-    func trimmingCharacters() -> String {
-        var s = self
+extension StringProtocol {
+    /// Without leading and trailing whitespace.
+    public func trimmingCharacters() -> String {
+        var s = Substring(self)
         while let f = s.first, f.isWhitespace { s = s.dropFirst() }
         while let l = s.last, l.isWhitespace { s = s.dropLast() }
         return String(s)
