@@ -19,6 +19,8 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
         .package(url: "https://github.com/apple/swift-crypto", from: "3.12.3"),
         .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
+        .package(url: "https://github.com/apple/swift-metrics", from: "2.13.0"),
+        .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
     ],
     targets: [
         // C libraries from Debian, reached through system-library targets.
@@ -34,10 +36,16 @@ let package = Package(
         // Floor 1: formats.
         .target(name: "ZFile", dependencies: ["BlockIO", "CLZ4", "CZstd", "CISAL"]),
         .target(name: "LSMT", dependencies: ["BlockIO"]),
-        .target(name: "Registry", dependencies: ["BlockIO", "CCurl"]),
-        .target(name: "BlockCache", dependencies: ["BlockIO"]),
+        .target(name: "Registry", dependencies: [
+            "BlockIO", "CCurl", .product(name: "CoreMetrics", package: "swift-metrics"),
+        ]),
+        .target(name: "BlockCache", dependencies: ["BlockIO", .product(name: "CoreMetrics", package: "swift-metrics")]),
         // Floor 2: assembly.
-        .target(name: "Image", dependencies: ["BlockIO", "ZFile", "LSMT"]),
+        .target(name: "Image", dependencies: [
+            "BlockIO", "ZFile", "LSMT", "Registry", "BlockCache",
+            .product(name: "Crypto", package: "swift-crypto"),
+            .product(name: "CoreMetrics", package: "swift-metrics"),
+        ]),
         // Floor 3: frontends.
         .target(name: "NBD", dependencies: ["BlockIO"]),
         .target(name: "TCMU", dependencies: ["BlockIO", "Image", "CNL"]),
@@ -64,9 +72,9 @@ let package = Package(
         .testTarget(name: "BlockIOTests", dependencies: ["BlockIO", "TestSupport"]),
         .testTarget(name: "ZFileTests", dependencies: ["ZFile", "BlockIO", "TestSupport", "CLZ4", "CZstd"]),
         .testTarget(name: "LSMTTests", dependencies: ["LSMT", "BlockIO", "ZFile", "TestSupport"]),
-        .testTarget(name: "ImageTests", dependencies: ["Image", "LSMT", "ZFile", "BlockIO", "TestSupport"]),
+        .testTarget(name: "ImageTests", dependencies: ["Image", "LSMT", "ZFile", "BlockIO", "Registry", "BlockCache", "TestSupport"]),
         .testTarget(name: "TCMUTests", dependencies: ["TCMU", "BlockIO", "LSMT", "TestSupport"]),
-        .testTarget(name: "BlockCacheTests", dependencies: ["BlockCache", "BlockIO", "TestSupport"]),
+        .testTarget(name: "BlockCacheTests", dependencies: ["BlockCache", "BlockIO", "Registry", "TestSupport"]),
         .testTarget(name: "RegistryTests", dependencies: ["Registry", "BlockIO", "TestSupport"]),
         .testTarget(name: "NBDTests", dependencies: ["NBD", "LSMT", "BlockIO", "TestSupport"]),
         .testTarget(name: "CLITests", dependencies: ["BlockIO", "TestSupport"]),

@@ -51,17 +51,21 @@ public final class BlockCache: @unchecked Sendable {
     /// Bytes of cached data.
     public var usage: UInt64 { files.withLock { $0.values.reduce(0) { $0 + $1.bytes } } }
 
-    /// Opens the cached view of `upstream`, keyed by `key` (the blob digest).
+    /// Opens the cached view of `upstream`, keyed by `key` (the blob digest). Images that
+    /// share a blob share one open view (one presence map, one eviction lock), so one of
+    /// them evicting can never leave another trusting bits for punched-out data.
     public func open(key: String, upstream: any BlockFile) throws -> CachedFile {
         guard !key.isEmpty, !key.contains("/"), key != ".", key != ".." else {
             throw BlockIOError.unsupported(name: key, operation: "cache key")
         }
-        let f = try CachedFile(cache: self, key: key, upstream: upstream)
-        files.withLock { d in
+        let f: CachedFile = try files.withLock { d in
             let e = d[key] ?? Entry()
-            e.file = f
-            e.bytes = f.presentBytes
+            if let live = e.file, live.size == upstream.size { return live }
+            let made = try CachedFile(cache: self, key: key, upstream: upstream)
+            e.file = made
+            e.bytes = made.presentBytes
             d[key] = e
+            return made
         }
         touch(key)
         return f

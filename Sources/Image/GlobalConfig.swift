@@ -18,6 +18,28 @@ public struct GlobalConfig: Sendable, Equatable {
         public var blockSize = 65_536
     }
 
+    /// Prometheus metrics endpoint.
+    public struct ExporterConfig: Sendable, Equatable {
+        public var enable = false
+        public var uriPrefix = "/metrics"
+        public var port = 9863
+        /// Microseconds (overlaybd's unit); obd renders metrics on each scrape.
+        public var updateInterval = 60_000_000
+    }
+
+    /// Client TLS certificate and key for registries.
+    public struct CertConfig: Sendable, Equatable {
+        public var certFile = ""
+        public var keyFile = ""
+    }
+
+    /// obd extension: registry deadline, CA bundle and hosts allowed without TLS checks.
+    public struct RegistryConfig: Sendable, Equatable {
+        public var timeoutSeconds = 30
+        public var caFile = ""
+        public var insecureHosts: [String] = []
+    }
+
     public struct CredentialConfig: Sendable, Equatable {
         public var mode = ""
         public var path = ""
@@ -38,11 +60,31 @@ public struct GlobalConfig: Sendable, Equatable {
     public var enableAudit = false
     public var auditPath = ""
     public var registryFsVersion = "v2"
-    public var downloadEnable = false
+    /// The global `download` object (copied whole into image configs that lack one).
+    public var download: DownloadConfig?
+    public var exporterConfig = ExporterConfig()
+    public var certConfig = CertConfig()
+    /// obd's own registry options (not in overlaybd).
+    public var registryConfig = RegistryConfig()
     /// Where the config was read from (empty for built-in defaults).
     public var path = ""
 
     public init() {}
+
+    /// The registry cache in effect: `cacheConfig` when its `cacheType` is set, else the
+    /// legacy top-level keys (as overlaybd does).
+    public var effectiveCache: (type: String, dir: String, sizeGB: Int, refillSize: Int) {
+        if !cacheConfig.cacheType.isEmpty {
+            return (cacheConfig.cacheType, cacheConfig.cacheDir, cacheConfig.cacheSizeGB, cacheConfig.refillSize)
+        }
+        return (cacheType, registryCacheDir, registryCacheSizeGB, cacheConfig.refillSize)
+    }
+
+    /// The credential file in effect: `credentialConfig.path` in "file" mode, else the
+    /// legacy `credentialFilePath`.
+    public var credentialFile: String {
+        credentialConfig.mode == "file" ? credentialConfig.path : credentialFilePath
+    }
 
     /// The default location of the global config.
     public static let defaultPath = "/etc/overlaybd/overlaybd.json"
@@ -64,6 +106,13 @@ public struct GlobalConfig: Sendable, Equatable {
         guard (0...2).contains(c.ioEngine) else {
             throw ImageError.config(path: path, detail: "field 'ioEngine': \(c.ioEngine) is not 0 (psync), 1 (libaio) or 2 (posix aio)")
         }
+        try c.download?.validate(path: path)
+        guard (1...3600).contains(c.registryConfig.timeoutSeconds) else {
+            throw ImageError.config(path: path, detail: "field 'registryConfig.timeoutSeconds': \(c.registryConfig.timeoutSeconds) is not between 1 and 3600")
+        }
+        guard (1...65535).contains(c.exporterConfig.port) else {
+            throw ImageError.config(path: path, detail: "field 'exporterConfig.port': \(c.exporterConfig.port) is not a TCP port")
+        }
         if c.ioEngine == 2 {
             throw ImageError.config(path: path, detail: "field 'ioEngine': 2 (posix aio) is not supported; use 0 (pread) or 1 (libaio)")
         }
@@ -75,11 +124,14 @@ public struct GlobalConfig: Sendable, Equatable {
         enum Keys: String, CodingKey {
             case logConfig, logLevel, logPath, cacheConfig, registryCacheDir, registryCacheSizeGB, cacheType
             case credentialFilePath, credentialConfig, ioEngine, enableAudit, auditPath, registryFsVersion, download
+            case exporterConfig, certConfig, registryConfig
         }
+        enum ExporterKeys: String, CodingKey { case enable, uriPrefix, port, updateInterval }
+        enum CertKeys: String, CodingKey { case certFile, keyFile }
+        enum RegistryKeys: String, CodingKey { case timeoutSeconds, caFile, insecureHosts }
         enum LogKeys: String, CodingKey { case logLevel, logPath, logSizeMB, logRotateNum }
         enum CacheKeys: String, CodingKey { case cacheType, cacheDir, cacheSizeGB, refillSize, blockSize }
         enum CredKeys: String, CodingKey { case mode, path, timeout }
-        enum DownloadKeys: String, CodingKey { case enable }
 
         init(from decoder: any Decoder) throws {
             let c = try decoder.container(keyedBy: Keys.self)
@@ -115,9 +167,24 @@ public struct GlobalConfig: Sendable, Equatable {
             g.enableAudit = try c.value(.enableAudit, default: g.enableAudit)
             g.auditPath = try c.value(.auditPath, default: g.auditPath)
             g.registryFsVersion = try c.value(.registryFsVersion, default: g.registryFsVersion)
-            if c.contains(.download) {
-                let k = try c.nestedContainer(keyedBy: DownloadKeys.self, forKey: .download)
-                g.downloadEnable = try k.value(.enable, default: false)
+            g.download = try c.decodeIfPresent(DownloadConfig.self, forKey: .download)
+            if c.contains(.exporterConfig) {
+                let k = try c.nestedContainer(keyedBy: ExporterKeys.self, forKey: .exporterConfig)
+                g.exporterConfig.enable = try k.value(.enable, default: g.exporterConfig.enable)
+                g.exporterConfig.uriPrefix = try k.value(.uriPrefix, default: g.exporterConfig.uriPrefix)
+                g.exporterConfig.port = try k.value(.port, default: g.exporterConfig.port)
+                g.exporterConfig.updateInterval = try k.value(.updateInterval, default: g.exporterConfig.updateInterval)
+            }
+            if c.contains(.certConfig) {
+                let k = try c.nestedContainer(keyedBy: CertKeys.self, forKey: .certConfig)
+                g.certConfig.certFile = try k.value(.certFile, default: "")
+                g.certConfig.keyFile = try k.value(.keyFile, default: "")
+            }
+            if c.contains(.registryConfig) {
+                let k = try c.nestedContainer(keyedBy: RegistryKeys.self, forKey: .registryConfig)
+                g.registryConfig.timeoutSeconds = try k.value(.timeoutSeconds, default: g.registryConfig.timeoutSeconds)
+                g.registryConfig.caFile = try k.value(.caFile, default: "")
+                g.registryConfig.insecureHosts = try k.value(.insecureHosts, default: [])
             }
             config = g
         }

@@ -55,22 +55,12 @@ public struct ImageConfig: Sendable, Equatable {
         }
     }
 
-    /// The `download` object (background download; not implemented yet).
-    public struct Download: Sendable, Equatable, Decodable {
-        public var enable: Bool = false
-        enum CodingKeys: String, CodingKey { case enable }
-        public init() {}
-        public init(from decoder: any Decoder) throws {
-            let c = try decoder.container(keyedBy: CodingKeys.self)
-            enable = try c.value(.enable, default: false)
-        }
-    }
-
     public var repoBlobUrl: String = ""
     public var lowers: [Lower] = []
     public var upper: Upper = Upper()
     public var resultFile: String = ""
-    public var download: Download?
+    /// The image's own `download` object, if it has one.
+    public var download: DownloadConfig?
     public var accelerationLayer: Bool = false
     public var recordTracePath: String = ""
     /// Folder of the config file: relative paths are resolved against it.
@@ -105,9 +95,7 @@ public struct ImageConfig: Sendable, Equatable {
         if !recordTracePath.isEmpty {
             throw ImageError.config(path: path, detail: "'recordTracePath' (trace record/replay) is not supported yet")
         }
-        if download?.enable == true {
-            throw ImageError.config(path: path, detail: "'download.enable' (background download) is not supported yet")
-        }
+        try download?.validate(path: path)
         if !upper.target.isEmpty || !upper.gzipIndex.isEmpty {
             throw ImageError.config(path: path, detail: "'upper.target'/'upper.gzipIndex' (TurboOCI layers) are not supported")
         }
@@ -123,6 +111,9 @@ public struct ImageConfig: Sendable, Equatable {
             }
             if l.file.isEmpty && l.dir.isEmpty && l.digest.isEmpty {
                 throw ImageError.config(path: path, detail: "lowers[\(i)]: needs 'file', 'dir' or 'digest'")
+            }
+            if !l.digest.isEmpty && !RemoteLayer.isSHA256(l.digest) {
+                throw ImageError.config(path: path, detail: "lowers[\(i)]: 'digest' '\(l.digest)' is not sha256:<64 lowercase hex>")
             }
         }
     }
@@ -141,7 +132,7 @@ public struct ImageConfig: Sendable, Equatable {
             config.lowers = try c.value(.lowers, default: [])
             config.upper = try c.value(.upper, default: Upper())
             config.resultFile = try c.value(.resultFile, default: "")
-            config.download = try c.decodeIfPresent(Download.self, forKey: .download)
+            config.download = try c.decodeIfPresent(DownloadConfig.self, forKey: .download)
             config.accelerationLayer = try c.value(.accelerationLayer, default: false)
             config.recordTracePath = try c.value(.recordTracePath, default: "")
         }

@@ -1,4 +1,5 @@
 import FoundationEssentials
+import Glibc
 
 /// A username and password (or token) for a registry. Never printed.
 public struct Credential: Equatable, Sendable, CustomStringConvertible {
@@ -13,22 +14,29 @@ public struct Credential: Equatable, Sendable, CustomStringConvertible {
     public var description: String { "Credential(username: \(username), password: <redacted>)" }
 }
 
-/// Finds credentials for a registry URL from overlaybd's `cred.json` or docker's
-/// `config.json` (`{"auths": {"<prefix>": {"username", "password"} | {"auth": base64}}}`):
-/// the first key that is a prefix of `host/repository` wins (as in overlaybd).
+/// Credentials from overlaybd's `cred.json` or docker's `config.json`
+/// (`{"auths": {"<key>": {"username", "password"} | {"auth": base64("user:pass")}}}`).
+///
+/// Matching follows overlaybd: a blob of `host/seg1/seg2` is matched by the keys
+/// `host`, `host/seg1`, `host/seg1/seg2` (scheme and trailing `/` ignored), and the
+/// *first key in file order* that equals one of them wins, not the longest.
 public struct CredentialStore: Sendable {
-    public var entries: [(prefix: String, credential: Credential)] = []
+    public var entries: [(key: String, credential: Credential)] = []
 
-    public init(entries: [(prefix: String, credential: Credential)] = []) { self.entries = entries }
+    public init(entries: [(key: String, credential: Credential)] = []) { self.entries = entries }
 
-    /// Parses cred.json / docker config.json bytes.
+    /// Parses cred.json / docker config.json bytes (entries kept in file order).
     public static func parse(_ data: Data) throws -> CredentialStore {
         struct Auth: Decodable { var username: String?; var password: String?; var auth: String? }
         struct File: Decodable { var auths: [String: Auth]? }
         let file = try JSONDecoder().decode(File.self, from: data)
+        let auths = file.auths ?? [:]
+        var order = JSONKeyOrder.keys(Array(data), path: ["auths"])
+        if Set(order) != Set(auths.keys) { order = auths.keys.sorted() }
         var store = CredentialStore()
-        for (key, a) in (file.auths ?? [:]).sorted(by: { $0.key < $1.key }) {
-            if let u = a.username, let p = a.password {
+        for key in order {
+            guard let a = auths[key] else { continue }
+            if let u = a.username, let p = a.password, !u.isEmpty {
                 store.entries.append((key, Credential(username: u, password: p)))
             } else if let b = a.auth, let raw = Data(base64Encoded: b), let text = String(data: raw, encoding: .utf8),
                       let colon = text.firstIndex(of: ":") {
@@ -38,16 +46,45 @@ public struct CredentialStore: Sendable {
         return store
     }
 
-    /// The credential for `host/repository`.
+    /// Reads `path`; a missing file means no credentials (anonymous), a malformed one is an error.
+    public static func load(path: String) throws -> CredentialStore {
+        guard let data = FileBytes.read(path) else { return CredentialStore() }
+        do { return try parse(Data(data)) } catch {
+            throw RegistryError.badCredentials(path: path)
+        }
+    }
+
+    /// The credential for a blob in `repository` on `host`.
     public func credential(host: String, repository: String) -> Credential? {
-        let target = "\(host)/\(repository)"
-        for (prefix, c) in entries {
-            var p = prefix
-            for scheme in ["https://", "http://"] where p.hasPrefix(scheme) { p = String(p.dropFirst(scheme.count)) }
-            if target.hasPrefix(p) || p == host || (host == ImageReference.dockerHub && p.hasPrefix("index.docker.io")) {
-                return c
-            }
+        var candidates = [host]
+        var prefix = host
+        for seg in repository.split(separator: "/") {
+            prefix += "/" + seg
+            candidates.append(prefix)
+        }
+        if host == ImageReference.dockerHub { candidates += ["docker.io", "index.docker.io", "index.docker.io/v1"] }
+        for (key, c) in entries {
+            var k = Substring(key)
+            for scheme in ["https://", "http://"] where k.hasPrefix(scheme) { k = k.dropFirst(scheme.count) }
+            while k.hasSuffix("/") { k = k.dropLast() }
+            if candidates.contains(String(k)) { return c }
         }
         return nil
+    }
+}
+
+/// Whole-file reads without Foundation's FileManager.
+enum FileBytes {
+    static func read(_ path: String) -> [UInt8]? {
+        guard let f = fopen(path, "rb") else { return nil }
+        defer { fclose(f) }
+        var out: [UInt8] = []
+        var chunk = [UInt8](repeating: 0, count: 65536)
+        while true {
+            let n = chunk.withUnsafeMutableBytes { fread($0.baseAddress, 1, $0.count, f) }
+            if n <= 0 { break }
+            out += chunk[0..<n]
+        }
+        return out
     }
 }

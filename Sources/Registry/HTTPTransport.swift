@@ -11,7 +11,7 @@ final class HTTPTransport: @unchecked Sendable {
         var method = "GET"
         var headers: [String] = []
         var range: Range<UInt64>?
-        var timeoutSeconds = 30
+        var timeoutMilliseconds = 30_000
     }
 
     struct Response {
@@ -79,7 +79,7 @@ final class HTTPTransport: @unchecked Sendable {
                                 obd_curl_setopt_long(c, CURLOPT_NOSIGNAL, 1)
                                 obd_curl_setopt_long(c, CURLOPT_FOLLOWLOCATION, 0)
                                 obd_curl_setopt_long(c, CURLOPT_CONNECTTIMEOUT, options.connectTimeoutSeconds)
-                                obd_curl_setopt_long(c, CURLOPT_TIMEOUT, request.timeoutSeconds)
+                                obd_curl_setopt_long(c, CURLOPT_TIMEOUT_MS, request.timeoutMilliseconds)
                                 obd_curl_setopt_long(c, CURLOPT_SSL_VERIFYPEER, options.verifyTLS ? 1 : 0)
                                 obd_curl_setopt_long(c, CURLOPT_SSL_VERIFYHOST, options.verifyTLS ? 2 : 0)
                                 if options.caFile != nil { obd_curl_setopt_ptr(c, CURLOPT_CAINFO, ca) }

@@ -13,10 +13,11 @@ public struct RegistryOptions: Sendable {
     public var clientCert: String?
     public var clientKey: String?
     public var credentials = CredentialStore()
-    /// Per-request deadline.
+    /// Deadline of one operation (a ranged read, a HEAD, a manifest GET), retries included.
     public var timeoutSeconds = 30
-    /// Attempts for retryable failures (connection errors, timeouts, 429, 5xx).
-    public var attempts = 5
+    /// Most attempts for retryable failures (connection errors, timeouts, 429, 5xx);
+    /// the deadline usually ends retrying first.
+    public var attempts = 64
 
     public init(plainHTTP: Bool = false, insecure: Bool = false, credentials: CredentialStore = CredentialStore()) {
         self.plainHTTP = plainHTTP
@@ -77,9 +78,26 @@ public final class RegistryClient: @unchecked Sendable {
         return len
     }
 
-    /// Reads `buffer.count` bytes of a blob at `offset` with an HTTP Range request.
-    /// Returns the bytes read (fewer only at the end of the blob).
+    /// Reads `buffer.count` bytes of a blob at `offset` with HTTP Range requests.
+    /// Returns the bytes read (fewer only at the end of the blob). A response shorter
+    /// than asked (a server or proxy that cut the body) is continued from where it stopped.
     public func readBlob(repository: String, digest: String, offset: UInt64, into buffer: UnsafeMutableRawBufferPointer) throws -> Int {
+        let started = now()
+        var done = 0
+        while done < buffer.count {
+            let n = try readOnce(repository: repository, digest: digest, offset: offset + UInt64(done),
+                                 into: UnsafeMutableRawBufferPointer(rebasing: buffer[done...]))
+            if n == 0 { break }
+            done += n
+        }
+        let m = RegistryMetrics.shared
+        m.fetches.increment()
+        m.fetchBytes.increment(by: done)
+        m.fetchLatency.recordNanoseconds(Int64((now() - started) * 1e9))
+        return done
+    }
+
+    private func readOnce(repository: String, digest: String, offset: UInt64, into buffer: UnsafeMutableRawBufferPointer) throws -> Int {
         guard buffer.count > 0 else { return 0 }
         let url = blobURL(repository: repository, digest: digest)
         let range = offset..<(offset + UInt64(buffer.count))
@@ -104,6 +122,7 @@ public final class RegistryClient: @unchecked Sendable {
         case 200, 206: return
         case 401, 403: throw RegistryError.authenticationFailed(url: url)
         case 404: throw RegistryError.notFound(url: url)
+        case 429: throw RegistryError.tooManyRequests(url: url)
         default: throw RegistryError.http(url: url, status: r.status)
         }
     }
@@ -114,19 +133,34 @@ public final class RegistryClient: @unchecked Sendable {
         return Double(ts.tv_sec) + Double(ts.tv_nsec) / 1e9
     }
 
-    /// Sends a request with auth, retries and (optionally) redirects.
+    /// Sends a request with auth, retries and (optionally) redirects. Retryable failures
+    /// (connection errors, timeouts, 429, 5xx, stale redirect targets) are retried with
+    /// backoff and jitter until `options.timeoutSeconds` have passed since the first try:
+    /// one deadline for the whole operation, as overlaybd does.
     private func send(url: String, repository: String, method: String = "GET", headers: [String] = [],
                       followRedirects: Bool = false, range: Range<UInt64>? = nil,
                       target: UnsafeMutableRawBufferPointer? = nil) throws -> HTTPTransport.Response {
         let scope = "repository:\(repository):pull"
+        let deadline = now() + Double(options.timeoutSeconds)
         var attempt = 0
         var authRetried = false
         var target0 = url
         if followRedirects, let r = resolved.withLock({ $0[url] }), r.expires > now() { target0 = r.url }
+        /// Waits before the next attempt; false when the deadline leaves no room for one.
+        func retryAllowed() -> Bool {
+            guard attempt < options.attempts else { return false }
+            // The last pause is shortened so that one more try fits before the deadline.
+            let left = deadline - now() - 0.05
+            guard left > 0.01 else { return false }
+            usleep(UInt32(min(backoffDelay(attempt), left) * 1e6))
+            return true
+        }
         while true {
             attempt += 1
-            var request = HTTPTransport.Request(url: target0, method: method, headers: headers, range: range,
-                                                timeoutSeconds: options.timeoutSeconds)
+            let remaining = deadline - now()
+            guard remaining > 0 else { throw RegistryError.timeout(url: HTTPTransport.redact(url)) }
+            var request = HTTPTransport.Request(url: target0, method: method, headers: headers + [userAgent], range: range,
+                                                timeoutMilliseconds: Int(remaining * 1000) + 1)
             let sameHost = target0 == url || target0.hasPrefix(base)
             if sameHost, let auth = authorization(scope: scope, repository: repository) { request.headers.append(auth) }
             let response: HTTPTransport.Response
@@ -134,16 +168,19 @@ public final class RegistryClient: @unchecked Sendable {
                 requestCount.add(1, ordering: .relaxed)
                 response = try transport.perform(request, into: target)
             } catch let e as RegistryError {
-                if attempt < options.attempts { backoff(attempt); continue }
+                RegistryMetrics.shared.errors(kind: e.kind).increment()
+                if retryAllowed() { continue }
+                if now() >= deadline - 0.01 { throw RegistryError.timeout(url: HTTPTransport.redact(url)) }
                 throw e
             }
             switch response.status {
             case 401 where sameHost && !authRetried:
                 authRetried = true
+                tokens.withLock { _ = $0.removeValue(forKey: scope) }
                 try authenticate(challenges: response.challenges, scope: scope, repository: repository, url: url)
                 continue
             case 401 where target0 != url, 403 where target0 != url, 404 where target0 != url:
-                // A stale redirect target: resolve again from the registry.
+                // A stale redirect target (an expired pre-signed URL): resolve again.
                 resolved.withLock { _ = $0.removeValue(forKey: url) }
                 target0 = url
                 if attempt < options.attempts { continue }
@@ -158,13 +195,17 @@ public final class RegistryClient: @unchecked Sendable {
                 target0 = next
                 continue
             case 429, 500...599:
-                if attempt < options.attempts { backoff(attempt); continue }
+                RegistryMetrics.shared.errors(kind: response.status == 429 ? "throttled" : "server").increment()
+                if retryAllowed() { continue }
                 return response
             default:
                 return response
             }
         }
     }
+
+    /// A User-Agent like overlaybd's.
+    private let userAgent = "User-Agent: obd/0.1"
 
     private func absolute(_ location: String, relativeTo url: String) -> String {
         if location.hasPrefix("http://") || location.hasPrefix("https://") { return location }
@@ -176,9 +217,10 @@ public final class RegistryClient: @unchecked Sendable {
         return String(chars[0..<min(j, chars.count)]) + (location.hasPrefix("/") ? location : "/" + location)
     }
 
-    private func backoff(_ attempt: Int) {
-        let base = 50_000 * (1 << min(attempt - 1, 6))
-        usleep(UInt32(base + Int.random(in: 0..<(base / 2 + 1))))
+    /// 50 ms doubling per attempt, at most 1 s, plus up to 50% jitter.
+    private func backoffDelay(_ attempt: Int) -> Double {
+        let base = min(1.0, 0.05 * Double(1 << min(attempt - 1, 6)))
+        return base + Double.random(in: 0...(base / 2))
     }
 
     private func authorization(scope: String, repository: String) -> String? {
@@ -208,7 +250,7 @@ public final class RegistryClient: @unchecked Sendable {
                 var headers: [String] = []
                 if let c = cred { headers.append("Authorization: Basic " + Data("\(c.username):\(c.password)".utf8).base64EncodedString()) }
                 requestCount.add(1, ordering: .relaxed)
-                let r = try transport.perform(HTTPTransport.Request(url: q, headers: headers, timeoutSeconds: options.timeoutSeconds))
+                let r = try transport.perform(HTTPTransport.Request(url: q, headers: headers, timeoutMilliseconds: options.timeoutSeconds * 1000))
                 guard r.status == 200 else { throw RegistryError.authenticationFailed(url: url) }
                 struct Token: Decodable { var token: String?; var access_token: String?; var expires_in: Int? }
                 guard let t = try? JSONDecoder().decode(Token.self, from: Data(r.body)), let value = t.token ?? t.access_token else {

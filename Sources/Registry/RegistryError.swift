@@ -9,16 +9,33 @@ public enum RegistryError: Error, CustomStringConvertible, Equatable {
     case notFound(url: String)
     case badResponse(url: String, detail: String)
     case timeout(url: String)
+    case badCredentials(path: String)
+    case tooManyRequests(url: String)
+
+    /// overlaybd's result-file phrase for this failure, without the URL.
+    public var reason: String {
+        switch self {
+        case .authenticationFailed: return "Authentication failed"
+        case let .connectionFailed(_, detail): return "Connection failed (\(detail))"
+        case .timeout: return "Get meta timedout"
+        case .notFound: return "No such file or directory"
+        case .tooManyRequests: return "Too many requests"
+        case let .http(_, status): return "Unexpected response (HTTP \(status))"
+        default: return description
+        }
+    }
 
     public var description: String {
         switch self {
         case let .invalidReference(r): return "invalid image reference '\(r)'"
         case let .authenticationFailed(url): return "failed to open remote file \(url): Authentication failed"
         case let .connectionFailed(url, detail): return "failed to open remote file \(url): Connection failed (\(detail))"
-        case let .http(url, status): return "\(url): HTTP status \(status)"
-        case let .notFound(url): return "\(url): not found (HTTP 404)"
+        case let .http(url, status): return "failed to open remote file \(url): Unexpected response (HTTP \(status))"
+        case let .notFound(url): return "failed to open remote file \(url): No such file or directory"
         case let .badResponse(url, detail): return "\(url): bad response: \(detail)"
-        case let .timeout(url): return "\(url): Get meta timedout"
+        case let .timeout(url): return "failed to open remote file \(url): Get meta timedout"
+        case let .badCredentials(path): return "credential file \(path): not valid JSON of the form {\"auths\": {...}}"
+        case let .tooManyRequests(url): return "failed to open remote file \(url): Too many requests"
         }
     }
 }

@@ -116,7 +116,7 @@ public final class TCMUService: @unchecked Sendable {
         do {
             let config = try ImageConfig.load(path: cfg.configPath)
             imageConfig = config
-            let image = try Image(config: config, global: global, writable: true)
+            let image = try Image(config: config, global: global, writable: true, log: log)
             let serial = cfg.deviceID.map { "obd-\($0)" } ?? "obd-\(cfg.hba)-\(cfg.name)"
             let disk = SCSIDisk(file: image.stack, readOnly: !image.stack.isWritable, serial: serial)
             let device = try TCMUDevice(name: cfgstring, minor: minor, image: image, disk: disk, pool: pool, log: log)

@@ -34,9 +34,11 @@ struct ServeNBDCommand: ParsableCommand {
             guard (socket == nil) != (listen == nil) else { throw CLIError("give exactly one of --socket PATH or --listen HOST:PORT") }
             guard (1...256).contains(workers) else { throw CLIError("--workers: \(workers) is not between 1 and 256") }
             let global = try GlobalConfig.load(path: config)
-            let image = try Image.open(configPath: imageConfig, global: global, writable: !readOnly)
+            let image = try Image.open(configPath: imageConfig, global: global, writable: !readOnly) { writeStandardError("obd: " + $0 + "\n") }
             let disk = image.stack
-            let export = NBDExport(name: name, file: disk, readOnly: readOnly || !disk.isWritable)
+            // Reads of remote lowers may wait on the network: keep them off the connection thread.
+            let export = NBDExport(name: name, file: disk, readOnly: readOnly || !disk.isWritable,
+                                   inlineReads: !image.hasRemoteLowers)
             let server = NBDServer(export: export, workers: workers) { writeStandardError("obd: " + $0 + "\n") }
             if let socket {
                 try server.listen(unixPath: socket)

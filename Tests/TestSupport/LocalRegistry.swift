@@ -75,7 +75,7 @@ public final class LocalRegistry {
         dir.remove()
     }
 
-    static func write(_ path: String, _ text: String) throws {
+    public static func write(_ path: String, _ text: String) throws {
         guard let f = fopen(path, "w") else { throw Failure(description: "cannot write \(path)") }
         fputs(text, f)
         fclose(f)
@@ -108,6 +108,13 @@ public final class LocalRegistry {
     /// Returns the layer digest.
     @discardableResult
     public func push(repository: String, tag: String, layer: [UInt8], credentials: String? = nil) throws -> String {
+        try push(repository: repository, tag: tag, layers: [layer], credentials: credentials)[0]
+    }
+
+    /// Pushes an image with these layers (bottom to top) using skopeo from an OCI layout.
+    /// Returns the layer digests.
+    @discardableResult
+    public func push(repository: String, tag: String, layers: [[UInt8]], credentials: String? = nil) throws -> [String] {
         let oci = TemporaryDirectory("obd-oci")
         defer { oci.remove() }
         _ = run(["/bin/mkdir", "-p", oci.path + "/blobs/sha256"])
@@ -118,13 +125,15 @@ public final class LocalRegistry {
             fclose(f)
             return hex
         }
-        let layerHex = try blob(layer)
-        let config = Array(#"{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":["sha256:\#(layerHex)"]}}"#.utf8)
+        let hexes = try layers.map { try blob($0) }
+        let diffIDs = hexes.map { "\"sha256:\($0)\"" }.joined(separator: ",")
+        let config = Array(#"{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[\#(diffIDs)]}}"#.utf8)
         let configHex = try blob(config)
+        let layerList = zip(hexes, layers).map { #"{"mediaType":"application/vnd.oci.image.layer.v1.tar","digest":"sha256:\#($0.0)","size":\#($0.1.count)}"# }.joined(separator: ",")
         let manifest = Array("""
             {"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json",\
             "config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"sha256:\(configHex)","size":\(config.count)},\
-            "layers":[{"mediaType":"application/vnd.oci.image.layer.v1.tar","digest":"sha256:\(layerHex)","size":\(layer.count)}]}
+            "layers":[\(layerList)]}
             """.utf8)
         let manifestHex = try blob(manifest)
         try LocalRegistry.write(oci.path + "/oci-layout", #"{"imageLayoutVersion":"1.0.0"}"#)
@@ -137,6 +146,6 @@ public final class LocalRegistry {
         argv += ["oci:\(oci.path):\(tag)", "docker://\(host)/\(repository):\(tag)"]
         let r = run(argv)
         guard r.status == 0 else { throw Failure(description: "skopeo copy failed: \(r.err)") }
-        return "sha256:" + layerHex
+        return hexes.map { "sha256:" + $0 }
     }
 }

@@ -1,0 +1,96 @@
+import BlockCache
+import BlockIO
+import Glibc
+import Registry
+import Synchronization
+
+/// A lower layer read from a registry blob (`digest` + `repoBlobUrl`): on-demand ranged
+/// reads through the host-wide cache, switchable to a downloaded local copy.
+public final class RemoteLayer: Sendable {
+    public let digest: String
+    public let size: UInt64
+    /// The layer dir (background-download target), absolute; empty if none.
+    public let dir: String
+    public let blobURL: String
+    /// Direct registry access (the background download reads here, not via the cache).
+    public let blob: RemoteBlob
+    /// What the layer reads: the cached blob, later perhaps the local copy.
+    public let file: SwitchFile
+
+    init(digest: String, dir: String, blob: RemoteBlob, cached: any BlockFile) {
+        self.digest = digest
+        self.size = blob.size
+        self.dir = dir
+        self.blobURL = blob.name
+        self.blob = blob
+        self.file = SwitchFile(remote: cached)
+    }
+
+    /// Whether reads already go to a verified local copy.
+    public var isLocal: Bool { file.isLocal }
+
+    /// `sha256:` + 64 lowercase hex digits.
+    public static func isSHA256(_ d: String) -> Bool {
+        d.hasPrefix("sha256:") && d.utf8.count == 71 && d.utf8.dropFirst(7).allSatisfy { ($0 >= 0x30 && $0 <= 0x39) || ($0 >= 0x61 && $0 <= 0x66) }
+    }
+}
+
+/// Where an image's remote lowers come from: one registry client per repository URL
+/// (so tokens and resolved redirects are shared by its layers) and the host-wide cache.
+final class RemoteSources {
+    let global: GlobalConfig
+    private var clients: [String: RegistryClient] = [:]
+    private var credentials: CredentialStore?
+
+    init(global: GlobalConfig) { self.global = global }
+
+    /// Caches by directory, shared by every image this process opens.
+    private static let caches = Mutex<[String: BlockCache]>([:])
+
+    /// The cache the global config names.
+    func cache() throws -> BlockCache {
+        let c = global.effectiveCache
+        guard c.type == "file" else {
+            throw ImageError.config(path: global.path.isEmpty ? "overlaybd.json" : global.path,
+                                    detail: "cacheType '\(c.type)' is not supported for remote layers (use \"file\")")
+        }
+        guard c.sizeGB > 0 else {
+            throw ImageError.config(path: global.path, detail: "cacheSizeGB \(c.sizeGB) must be at least 1")
+        }
+        return try Self.caches.withLock { d in
+            if let existing = d[c.dir] { return existing }
+            mkdirAll(c.dir)
+            let made = try BlockCache(directory: c.dir, capacity: UInt64(c.sizeGB) << 30, refillSize: c.refillSize)
+            d[c.dir] = made
+            return made
+        }
+    }
+
+    func client(for url: RepositoryURL) throws -> RegistryClient {
+        if let c = clients[url.description] { return c }
+        if credentials == nil {
+            guard ["", "file"].contains(global.credentialConfig.mode) else {
+                throw ImageError.config(path: global.path, detail: "credentialConfig.mode '\(global.credentialConfig.mode)' is not supported (use \"file\")")
+            }
+            credentials = try CredentialStore.load(path: global.credentialFile)
+        }
+        var options = RegistryOptions(plainHTTP: url.plainHTTP, insecure: global.registryConfig.insecureHosts.contains(url.host),
+                                      credentials: credentials ?? CredentialStore())
+        options.timeoutSeconds = global.registryConfig.timeoutSeconds
+        if !global.registryConfig.caFile.isEmpty { options.caFile = global.registryConfig.caFile }
+        if !global.certConfig.certFile.isEmpty { options.clientCert = global.certConfig.certFile }
+        if !global.certConfig.keyFile.isEmpty { options.clientKey = global.certConfig.keyFile }
+        let c = RegistryClient(host: url.host, options: options)
+        clients[url.description] = c
+        return c
+    }
+}
+
+/// `mkdir -p`.
+func mkdirAll(_ path: String) {
+    var p = path.hasPrefix("/") ? "" : "."
+    for part in path.split(separator: "/") {
+        p += "/" + part
+        mkdir(p, 0o755)
+    }
+}

@@ -1,0 +1,204 @@
+import BlockIO
+import FoundationEssentials
+import Glibc
+import Synchronization
+
+/// An HTTP proxy on loopback between obd and a registry that injects faults: delays,
+/// error statuses, connections reset or bodies cut mid-way, and redirects to another
+/// host. One request per connection (it answers `Connection: close`). Counts what
+/// passes so tests can assert on requests and bytes.
+public final class FaultProxy: @unchecked Sendable {
+    /// What to do with one request.
+    public enum Fault: Sendable, Equatable {
+        case pass
+        case delay(milliseconds: Int)
+        case status(Int)
+        /// Sends the head and this many body bytes, then resets the connection (RST).
+        case reset(afterBytes: Int)
+        /// Sends the head and this many body bytes, then closes normally (short body).
+        case truncate(afterBytes: Int)
+        /// Answers 307 to the same path on `base` (e.g. "http://127.0.0.2:1234").
+        case redirect(base: String)
+    }
+
+    /// One request as seen by the proxy.
+    public struct Request: Sendable {
+        public var method: String
+        public var path: String
+        public var headers: [String: String]
+        public var isBlobRead: Bool { method == "GET" && path.contains("/blobs/") }
+        public var range: String? { headers["range"] }
+    }
+
+    public let port: UInt16
+    public let bindAddress: String
+    public let upstreamPort: UInt16
+    private let fd: Int32
+    private let stopped = Atomic<Bool>(false)
+    private let policy: Mutex<@Sendable (Request, Int) -> Fault>
+    private let stats = Mutex<(requests: Int, blobReads: Int, bodyBytes: Int, withAuth: Int)>((0, 0, 0, 0))
+    /// Headers added to every forwarded request (e.g. credentials of a pre-signed URL).
+    private let extraHeaders: [String]
+    /// Latency added to every request, in milliseconds.
+    public let latencyMs = Atomic<Int>(0)
+
+    public var base: String { "http://\(bindAddress):\(port)" }
+    public var host: String { "\(bindAddress):\(port)" }
+
+    /// Counters: requests seen, blob GETs, body bytes sent to clients, requests carrying Authorization.
+    public var requests: Int { stats.withLock { $0.requests } }
+    public var blobReads: Int { stats.withLock { $0.blobReads } }
+    public var bodyBytes: Int { stats.withLock { $0.bodyBytes } }
+    public var requestsWithAuthorization: Int { stats.withLock { $0.withAuth } }
+
+    public struct Failure: Error, CustomStringConvertible { public let description: String }
+
+    public init(upstreamPort: UInt16, bindAddress: String = "127.0.0.1", extraHeaders: [String] = []) throws {
+        self.upstreamPort = upstreamPort
+        self.bindAddress = bindAddress
+        self.extraHeaders = extraHeaders
+        policy = Mutex({ _, _ in .pass })
+        let s = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        var one: Int32 = 1
+        setsockopt(s, SOL_SOCKET, SO_REUSEADDR, &one, socklen_t(MemoryLayout<Int32>.size))
+        var addr = sockaddr_in()
+        addr.sin_family = sa_family_t(AF_INET)
+        addr.sin_addr.s_addr = inet_addr(bindAddress)
+        addr.sin_port = 0
+        let rc = withUnsafePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(s, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
+        guard rc == 0, listen(s, 128) == 0 else { close(s); throw Failure(description: "proxy bind failed: errno \(errno)") }
+        var len = socklen_t(MemoryLayout<sockaddr_in>.size)
+        _ = withUnsafeMutablePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(s, $0, &len) } }
+        port = UInt16(bigEndian: addr.sin_port)
+        fd = s
+        startDetachedThread { [self] in acceptLoop() }
+    }
+
+    deinit { stop() }
+
+    public func stop() {
+        if stopped.exchange(true, ordering: .relaxed) { return }
+        shutdown(fd, Int32(SHUT_RDWR))
+        close(fd)
+    }
+
+    /// Sets the fault policy: called for every request with its number (from 0).
+    public func setPolicy(_ p: @escaping @Sendable (Request, Int) -> Fault) { policy.withLock { $0 = p } }
+
+    public func resetCounters() { stats.withLock { $0 = (0, 0, 0, 0) } }
+
+    private func acceptLoop() {
+        while !stopped.load(ordering: .relaxed) {
+            let c = accept(fd, nil, nil)
+            if c < 0 {
+                if errno == EINTR { continue }
+                return
+            }
+            startDetachedThread { [self] in
+                handle(c)
+            }
+        }
+    }
+
+    private func readHead(_ s: Int32) -> [UInt8]? {
+        var head = [UInt8]()
+        var b: UInt8 = 0
+        while head.count < 65536 {
+            let n = recv(s, &b, 1, 0)
+            if n <= 0 { return nil }
+            head.append(b)
+            if head.count >= 4 && head[head.count - 4..<head.count].elementsEqual([13, 10, 13, 10]) { return head }
+        }
+        return nil
+    }
+
+    private func handle(_ c: Int32) {
+        defer { close(c) }
+        guard let head = readHead(c) else { return }
+        let lines = String(decoding: head, as: UTF8.self).split(separator: "\r\n").map(String.init)
+        guard let first = lines.first else { return }
+        let parts = first.split(separator: " ")
+        guard parts.count >= 2 else { return }
+        var headers: [String: String] = [:]
+        for l in lines.dropFirst() {
+            if let colon = l.firstIndex(of: ":") {
+                headers[l[..<colon].lowercased()] = String(l[l.index(after: colon)...]).trimmingCharacters()
+            }
+        }
+        let request = Request(method: String(parts[0]), path: String(parts[1]), headers: headers)
+        let number: Int = stats.withLock { s in
+            let n = s.requests
+            s.requests += 1
+            if request.isBlobRead { s.blobReads += 1 }
+            if headers["authorization"] != nil { s.withAuth += 1 }
+            return n
+        }
+        let fault = policy.withLock { $0 }(request, number)
+        let latency = latencyMs.load(ordering: .relaxed)
+        if latency > 0 { usleep(UInt32(latency * 1000)) }
+        switch fault {
+        case let .delay(ms): usleep(UInt32(ms * 1000))
+        case let .status(code):
+            sendAll(c, Array("HTTP/1.1 \(code) Injected\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".utf8))
+            return
+        case let .redirect(base):
+            sendAll(c, Array("HTTP/1.1 307 Temporary Redirect\r\nLocation: \(base)\(request.path)\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".utf8))
+            return
+        default: break
+        }
+        // Forward with "Connection: close", read the whole response.
+        var forward = first + "\r\n"
+        for l in lines.dropFirst() where !l.lowercased().hasPrefix("connection:") { forward += l + "\r\n" }
+        for h in extraHeaders { forward += h + "\r\n" }
+        forward += "Connection: close\r\n\r\n"
+        guard let response = exchange(Array(forward.utf8)) else { return }
+        guard let split = FaultProxy.headEnd(response) else { return }
+        let body = response.count - split
+        stats.withLock { $0.bodyBytes += body }
+        switch fault {
+        case let .reset(after):
+            sendAll(c, Array(response[0..<min(response.count, split + after)]))
+            var l = linger(l_onoff: 1, l_linger: 0)
+            setsockopt(c, SOL_SOCKET, SO_LINGER, &l, socklen_t(MemoryLayout<linger>.size))
+        case let .truncate(after):
+            sendAll(c, Array(response[0..<min(response.count, split + after)]))
+        default:
+            sendAll(c, response)
+        }
+    }
+
+    static func headEnd(_ r: [UInt8]) -> Int? {
+        guard r.count >= 4 else { return nil }
+        for i in 0...(r.count - 4) where r[i] == 13 && r[i + 1] == 10 && r[i + 2] == 13 && r[i + 3] == 10 { return i + 4 }
+        return nil
+    }
+
+    private func exchange(_ request: [UInt8]) -> [UInt8]? {
+        let s = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        defer { close(s) }
+        var addr = sockaddr_in()
+        addr.sin_family = sa_family_t(AF_INET)
+        addr.sin_addr.s_addr = inet_addr("127.0.0.1")
+        addr.sin_port = upstreamPort.bigEndian
+        let rc = withUnsafePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(s, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
+        guard rc == 0 else { return nil }
+        sendAll(s, request)
+        var out = [UInt8]()
+        var buf = [UInt8](repeating: 0, count: 1 << 16)
+        while true {
+            let n = recv(s, &buf, buf.count, 0)
+            if n <= 0 { break }
+            out += buf[0..<n]
+        }
+        return out
+    }
+
+    private func sendAll(_ s: Int32, _ bytes: [UInt8]) {
+        var off = 0
+        while off < bytes.count {
+            let n = bytes[off...].withUnsafeBytes { Glibc.send(s, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+            if n <= 0 { return }
+            off += n
+        }
+    }
+}
