@@ -38,24 +38,28 @@ let package = Package(
         .target(name: "LSMT", dependencies: ["BlockIO"]),
         .target(name: "Registry", dependencies: [
             "BlockIO", "CCurl", .product(name: "CoreMetrics", package: "swift-metrics"),
+            .product(name: "Crypto", package: "swift-crypto"),
         ]),
         .target(name: "BlockCache", dependencies: ["BlockIO", .product(name: "CoreMetrics", package: "swift-metrics")]),
         // Floor 2: assembly.
         .target(name: "Image", dependencies: [
             "BlockIO", "ZFile", "LSMT", "Registry", "BlockCache",
-            .product(name: "Crypto", package: "swift-crypto"),
             .product(name: "CoreMetrics", package: "swift-metrics"),
         ]),
         // Floor 3: frontends.
         .target(name: "NBD", dependencies: ["BlockIO"]),
         .target(name: "TCMU", dependencies: ["BlockIO", "Image", "CNL"]),
+        .target(name: "MetricsExporter", dependencies: [
+            "BlockIO", .product(name: "CoreMetrics", package: "swift-metrics"),
+            .product(name: "Prometheus", package: "swift-prometheus"),
+        ]),
         // Floor 4: entry points.
         .executableTarget(name: "obd", dependencies: [
-            "BlockIO", "ZFile", "LSMT", "Image", "NBD",
+            "BlockIO", "ZFile", "LSMT", "Image", "NBD", "Registry", "BlockCache", "MetricsExporter",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
         .executableTarget(name: "obd-tcmu", dependencies: [
-            "TCMU", "Image", "BlockIO",
+            "TCMU", "Image", "BlockIO", "MetricsExporter",
             .product(name: "Logging", package: "swift-log"),
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),

@@ -101,6 +101,7 @@ public final class BlockCache: @unchecked Sendable {
     }
 
     private func evict(_ key: String, _ e: Entry) {
+        CacheMetrics.shared.evictions.increment()
         if let f = e.file {
             f.dropAll()
         } else {

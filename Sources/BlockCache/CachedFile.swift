@@ -99,6 +99,7 @@ public final class CachedFile: BlockFile, @unchecked Sendable {
                 try fetch(u..<end)
             } else {
                 hits.add(1, ordering: .relaxed)
+                CacheMetrics.shared.hits.increment()
             }
             u += 1
         }
@@ -143,6 +144,8 @@ public final class CachedFile: BlockFile, @unchecked Sendable {
         let buf = UnsafeMutableRawBufferPointer.allocate(byteCount: n, alignment: 4096)
         defer { buf.deallocate() }
         upstreamReads.add(1, ordering: .relaxed)
+        CacheMetrics.shared.misses.increment()
+        CacheMetrics.shared.fillBytes.increment(by: n)
         let got = try upstream.read(into: buf, at: start)
         guard got == n else { throw BlockIOError.truncated(name: upstream.name, offset: start, wanted: n, got: got) }
         try data.write(UnsafeRawBufferPointer(buf), at: start)
@@ -164,6 +167,12 @@ public final class CachedFile: BlockFile, @unchecked Sendable {
     }
 
     public func flush() throws { try syncMap() }
+
+    /// Forgets every cached unit of this blob (its bytes failed verification).
+    public func invalidate() {
+        dropAll()
+        cache.grew(key, by: 0)
+    }
 
     /// Forgets every cached unit (eviction).
     func dropAll() {

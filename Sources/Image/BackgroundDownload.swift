@@ -1,7 +1,7 @@
 import BlockIO
 import CoreMetrics
-import Crypto
 import Glibc
+import Registry
 import Synchronization
 
 /// Downloads an image's remote lowers whole, in the background, as overlaybd's
@@ -131,16 +131,16 @@ public final class BackgroundDownload: Sendable {
         }
         guard fdatasync(out.fd) == 0 else { throw DownloadFailure(detail: "fdatasync \(partial): \(BlockIOError.text(errno))") }
         // Verify every byte against the digest before the copy may be used.
-        var hasher = SHA256()
+        var hasher = SHA256Stream()
         offset = 0
         while offset < layer.size {
             let n = Int(min(UInt64(chunk), layer.size - offset))
             let target = UnsafeMutableRawBufferPointer(rebasing: buf[0..<n])
             guard (try? out.read(into: target, at: offset)) == n else { throw DownloadFailure(detail: "cannot read back \(partial)", corrupt: true) }
-            hasher.update(bufferPointer: UnsafeRawBufferPointer(target))
+            hasher.update(UnsafeRawBufferPointer(target))
             offset += UInt64(n)
         }
-        let hex = hasher.finalize().map { String($0, radix: 16).leftPadded(2) }.joined()
+        let hex = hasher.hex()
         guard "sha256:" + hex == layer.digest else {
             throw DownloadFailure(detail: "downloaded blob has sha256:\(hex), expected \(layer.digest); fetching it again", corrupt: true)
         }
@@ -196,8 +196,4 @@ final class DownloadMetrics: Sendable {
     let bytes = Counter(label: "obd_download_bytes_total")
     let layersDone = Counter(label: "obd_download_layers_done_total")
     let failures = Counter(label: "obd_download_failures_total")
-}
-
-extension String {
-    func leftPadded(_ n: Int) -> String { count >= n ? self : String(repeating: "0", count: n - count) + self }
 }

@@ -23,6 +23,8 @@ public struct GlobalConfig: Sendable, Equatable {
         public var enable = false
         public var uriPrefix = "/metrics"
         public var port = 9863
+        /// obd extension: the address to listen on.
+        public var address = "0.0.0.0"
         /// Microseconds (overlaybd's unit); obd renders metrics on each scrape.
         public var updateInterval = 60_000_000
     }
@@ -110,7 +112,7 @@ public struct GlobalConfig: Sendable, Equatable {
         guard (1...3600).contains(c.registryConfig.timeoutSeconds) else {
             throw ImageError.config(path: path, detail: "field 'registryConfig.timeoutSeconds': \(c.registryConfig.timeoutSeconds) is not between 1 and 3600")
         }
-        guard (1...65535).contains(c.exporterConfig.port) else {
+        guard (0...65535).contains(c.exporterConfig.port) else {
             throw ImageError.config(path: path, detail: "field 'exporterConfig.port': \(c.exporterConfig.port) is not a TCP port")
         }
         if c.ioEngine == 2 {
@@ -126,7 +128,7 @@ public struct GlobalConfig: Sendable, Equatable {
             case credentialFilePath, credentialConfig, ioEngine, enableAudit, auditPath, registryFsVersion, download
             case exporterConfig, certConfig, registryConfig
         }
-        enum ExporterKeys: String, CodingKey { case enable, uriPrefix, port, updateInterval }
+        enum ExporterKeys: String, CodingKey { case enable, uriPrefix, port, updateInterval, address }
         enum CertKeys: String, CodingKey { case certFile, keyFile }
         enum RegistryKeys: String, CodingKey { case timeoutSeconds, caFile, insecureHosts }
         enum LogKeys: String, CodingKey { case logLevel, logPath, logSizeMB, logRotateNum }
@@ -174,6 +176,7 @@ public struct GlobalConfig: Sendable, Equatable {
                 g.exporterConfig.uriPrefix = try k.value(.uriPrefix, default: g.exporterConfig.uriPrefix)
                 g.exporterConfig.port = try k.value(.port, default: g.exporterConfig.port)
                 g.exporterConfig.updateInterval = try k.value(.updateInterval, default: g.exporterConfig.updateInterval)
+                g.exporterConfig.address = try k.value(.address, default: g.exporterConfig.address)
             }
             if c.contains(.certConfig) {
                 let k = try c.nestedContainer(keyedBy: CertKeys.self, forKey: .certConfig)

@@ -118,7 +118,8 @@ public final class TCMUService: @unchecked Sendable {
             imageConfig = config
             let image = try Image(config: config, global: global, writable: true, log: log)
             let serial = cfg.deviceID.map { "obd-\($0)" } ?? "obd-\(cfg.hba)-\(cfg.name)"
-            let disk = SCSIDisk(file: image.stack, readOnly: !image.stack.isWritable, serial: serial)
+            let file: any BlockFile = global.exporterConfig.enable ? MeteredFile(image.stack, device: cfg.name) : image.stack
+            let disk = SCSIDisk(file: file, readOnly: !image.stack.isWritable, serial: serial)
             let device = try TCMUDevice(name: cfgstring, minor: minor, image: image, disk: disk, pool: pool, log: log)
             devices.withLock { $0[cfgstring] = device }
             device.start()

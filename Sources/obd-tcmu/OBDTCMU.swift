@@ -2,6 +2,7 @@ import ArgumentParser
 import Glibc
 import Image
 import Logging
+import MetricsExporter
 import TCMU
 
 /// obd-tcmu: the TCMU backstore service, a drop-in for overlaybd-tcmu.
@@ -34,6 +35,18 @@ struct OBDTCMU: ParsableCommand {
             logger.error("\(error)")
             throw ExitCode.failure
         }
+        var metrics: MetricsEndpoint?
+        if global.exporterConfig.enable {
+            do {
+                let e = global.exporterConfig
+                metrics = try MetricsEndpoint(address: e.address, port: e.port, uriPrefix: e.uriPrefix)
+                logger.info("obd-tcmu: metrics on http://\(e.address):\(metrics!.port)\(e.uriPrefix)")
+            } catch {
+                logger.error("\(error)")
+                throw ExitCode.failure
+            }
+        }
+        defer { metrics?.stop() }
         let log = logger
         let service = TCMUService(global: global, workers: workers) { log.info("\($0)") }
         var set = sigset_t()

@@ -2,6 +2,7 @@ import ArgumentParser
 import BlockIO
 import Glibc
 import Image
+import MetricsExporter
 import NBD
 
 struct ServeCommand: ParsableCommand {
@@ -34,8 +35,15 @@ struct ServeNBDCommand: ParsableCommand {
             guard (socket == nil) != (listen == nil) else { throw CLIError("give exactly one of --socket PATH or --listen HOST:PORT") }
             guard (1...256).contains(workers) else { throw CLIError("--workers: \(workers) is not between 1 and 256") }
             let global = try GlobalConfig.load(path: config)
+            var metrics: MetricsEndpoint?
+            if global.exporterConfig.enable {
+                let e = global.exporterConfig
+                metrics = try MetricsEndpoint(address: e.address, port: e.port, uriPrefix: e.uriPrefix)
+                writeStandardError("obd: metrics on http://\(e.address):\(metrics!.port)\(e.uriPrefix)\n")
+            }
+            defer { metrics?.stop() }
             let image = try Image.open(configPath: imageConfig, global: global, writable: !readOnly) { writeStandardError("obd: " + $0 + "\n") }
-            let disk = image.stack
+            let disk: any BlockFile = metrics != nil ? MeteredFile(image.stack, device: name.isEmpty ? imageConfig : name) : image.stack
             // Reads of remote lowers may wait on the network: keep them off the connection thread.
             let export = NBDExport(name: name, file: disk, readOnly: readOnly || !disk.isWritable,
                                    inlineReads: !image.hasRemoteLowers)

@@ -1,4 +1,5 @@
 import FoundationEssentials
+import Glibc
 import Image
 import Testing
 import TestSupport
@@ -38,16 +39,30 @@ struct ConfigTests {
     func rejected() {
         #expect(message(#"{"accelerationLayer":true}"#).contains("not supported yet"))
         #expect(message(#"{"recordTracePath":"/x"}"#).contains("not supported yet"))
-        #expect(message(#"{"download":{"enable":true}}"#).contains("not supported yet"))
+        #expect(message(#"{"download":{"enable":true,"tryCnt":0}}"#).contains("tryCnt >= 1"))
+        #expect(message(#"{"download":{"enable":true}}"#) == "")
         #expect(message(#"{"lowers":[{"file":"x","targetFile":"t"}]}"#).contains("TurboOCI"))
         #expect(message(#"{"download":{"enable":false}}"#) == "")
     }
 
-    @Test("a remote-only lower is refused until registry support exists")
+    @Test("remote lowers: malformed digests and repoBlobUrls are refused clearly")
     func remoteLower() throws {
-        let c = try parse(#"{"repoBlobUrl":"https://r/v2/x/blobs","lowers":[{"digest":"sha256:00"}]}"#)
-        #expect(throws: ImageError.self) { try Image(config: c) }
-        do { _ = try Image(config: c) } catch { #expect("\(error)".contains("remote layers")) }
+        #expect(message(#"{"repoBlobUrl":"https://r/v2/x/blobs","lowers":[{"digest":"sha256:00"}]}"#).contains("is not sha256:<64 lowercase hex>"))
+        let d = "sha256:" + String(repeating: "ab", count: 32)
+        for (url, text) in [("", "no 'repoBlobUrl'"), ("ftp://r/v2/x/blobs", "does not start with"), ("https://r/x/blobs", "is not of the form")] {
+            let c = try parse(#"{"repoBlobUrl":"\#(url)","lowers":[{"digest":"\#(d)"}]}"#)
+            do { _ = try Image(config: c); Issue.record("opened") } catch { #expect("\(error)".contains(text), "\(error)") }
+        }
+        // Unreachable registry (nothing listens on port 9 of loopback): a clean connection error.
+        var g = GlobalConfig()
+        g.cacheConfig.cacheType = "file"
+        g.cacheConfig.cacheDir = "/tmp/obd-config-test-cache-\(getpid())"
+        g.registryConfig.timeoutSeconds = 1
+        let c = try parse(#"{"repoBlobUrl":"http://127.0.0.1:9/v2/x/blobs","lowers":[{"digest":"\#(d)","size":4096}]}"#)
+        do { _ = try Image(config: c, global: g); Issue.record("opened") } catch {
+            #expect("\(error)".contains("lowers[0]") && ("\(error)".contains("Connection failed") || "\(error)".contains("timedout")), "\(error)")
+        }
+        _ = run(["/bin/rm", "-rf", g.cacheConfig.cacheDir])
     }
 
     @Test("global config: defaults, overrides, unknown keys ignored, wrong types rejected")

@@ -17,6 +17,8 @@ public final class FaultProxy: @unchecked Sendable {
         case reset(afterBytes: Int)
         /// Sends the head and this many body bytes, then closes normally (short body).
         case truncate(afterBytes: Int)
+        /// Flips one bit of the body's first byte (a bad cache or middlebox).
+        case corrupt
         /// Answers 307 to the same path on `base` (e.g. "http://127.0.0.2:1234").
         case redirect(base: String)
     }
@@ -162,6 +164,10 @@ public final class FaultProxy: @unchecked Sendable {
             setsockopt(c, SOL_SOCKET, SO_LINGER, &l, socklen_t(MemoryLayout<linger>.size))
         case let .truncate(after):
             sendAll(c, Array(response[0..<min(response.count, split + after)]))
+        case .corrupt:
+            var bad = response
+            if bad.count > split { bad[split] ^= 0x01 }
+            sendAll(c, bad)
         default:
             sendAll(c, response)
         }

@@ -1,0 +1,219 @@
+import ArgumentParser
+import BlockCache
+import BlockIO
+import Glibc
+import Image
+import Registry
+import Synchronization
+
+struct PullCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "pull",
+        abstract: "Download all layer blobs of an image now, in parallel ranged chunks, and verify them (no lazy loading).",
+        discussion: """
+            With --prefetch-all every layer blob of the image (the host platform's manifest of an \
+            index) is fetched into the registry cache of the global config (cacheDir), or with \
+            --output-dir into files named by digest, then checked against its SHA-256 digest. \
+            Success is reported only when every blob is verified. Credentials come from the \
+            global config's credential file. Without --prefetch-all the layers are only listed.
+            """)
+
+    @Argument(help: "Image reference: host[:port]/repository[:tag][@digest].") var image: String
+    @Flag(name: .long, help: "Download and verify every layer blob.") var prefetchAll = false
+    @Option(name: .long, help: "Global overlaybd.json (cache dir, credentials; default: /etc/overlaybd/overlaybd.json if it exists).") var config: String?
+    @Option(name: .long, help: "Write blobs to DIR/<digest> instead of the cache.") var outputDir: String?
+    @Flag(name: .long, help: "Talk plain HTTP to the registry.") var plainHTTP = false
+    @Flag(name: .long, help: "Do not verify the registry's TLS certificate.") var insecure = false
+    @Option(name: .long, help: "Ranged requests in flight.") var concurrency = 8
+    @Option(name: .customLong("chunk-mib"), help: "Chunk size in MiB.") var chunkMiB = 4
+
+    func run() throws {
+        try runReportingErrors {
+            guard (1...64).contains(concurrency) else { throw CLIError("--concurrency: \(concurrency) is not between 1 and 64") }
+            guard (1...64).contains(chunkMiB) else { throw CLIError("--chunk-mib: \(chunkMiB) is not between 1 and 64") }
+            let global = try GlobalConfig.load(path: config)
+            let ref = try ImageReference(parsing: image)
+            var options = RegistryOptions(plainHTTP: plainHTTP, insecure: insecure,
+                                          credentials: try CredentialStore.load(path: global.credentialFile))
+            options.timeoutSeconds = global.registryConfig.timeoutSeconds
+            let client = RegistryClient(host: ref.host, options: options)
+            let manifest = try client.imageManifest(repository: ref.repository, reference: ref.reference)
+            let total = manifest.layers.reduce(0) { $0 + $1.size }
+            guard prefetchAll else {
+                for l in manifest.layers { print("\(l.digest)\t\(l.size)\t\(l.mediaType)") }
+                return
+            }
+            for l in manifest.layers where !RemoteLayer.isSHA256(l.digest) {
+                throw CLIError("layer digest '\(l.digest)' is not sha256:<hex>; cannot verify it")
+            }
+            let started = monotonicNow()
+            let targets = try manifest.layers.map { try PullTarget(layer: $0, client: client, repository: ref.repository,
+                                                                     global: global, outputDir: outputDir) }
+            try fetchAll(targets, total: total)
+            // Verify every blob; only then report success.
+            var bad: [String] = []
+            for t in targets {
+                if try t.verify() { continue }
+                bad.append(t.layer.digest)
+            }
+            guard bad.isEmpty else { throw CLIError("digest mismatch (the download was discarded): \(bad.joined(separator: ", "))") }
+            for t in targets { try t.commit() }
+            let secs = monotonicNow() - started
+            let mb = Double(total) / 1e6
+            print("pulled \(targets.count) layer(s), \(String(format2: mb)) MB in \(String(format2: secs)) s (\(String(format2: mb / max(secs, 1e-6))) MB/s), all verified")
+        }
+    }
+
+    /// Fetches every chunk of every target with `concurrency` threads, drawing a progress bar.
+    private func fetchAll(_ targets: [PullTarget], total: UInt64) throws {
+        let chunk = UInt64(chunkMiB) << 20
+        var jobs: [(Int, UInt64)] = []
+        for (i, t) in targets.enumerated() {
+            var off: UInt64 = 0
+            while off < t.layer.size { jobs.append((i, off)); off += chunk }
+        }
+        let next = Atomic<Int>(0), done = Atomic<Int>(0), bytes = Atomic<Int>(0)
+        let failure = Mutex<String?>(nil)
+        let workers = min(concurrency, max(jobs.count, 1))
+        let shared = jobs
+        for _ in 0..<workers {
+            startDetachedThread {
+                let buf = UnsafeMutableRawBufferPointer.allocate(byteCount: Int(chunk), alignment: 4096)
+                defer { buf.deallocate(); done.add(1, ordering: .relaxed) }
+                while failure.withLock({ $0 == nil }) {
+                    let j = next.add(1, ordering: .relaxed).oldValue
+                    guard j < shared.count else { return }
+                    let (i, off) = shared[j]
+                    let n = Int(min(chunk, targets[i].layer.size - off))
+                    do {
+                        try targets[i].fetch(into: UnsafeMutableRawBufferPointer(rebasing: buf[0..<n]), at: off)
+                        bytes.add(n, ordering: .relaxed)
+                    } catch {
+                        failure.withLock { $0 = $0 ?? "\(targets[i].layer.digest): \(error)" }
+                    }
+                }
+            }
+        }
+        let bar = ProgressBar(total: total)
+        while done.load(ordering: .relaxed) < workers {
+            usleep(100_000)
+            bar.draw(UInt64(bytes.load(ordering: .relaxed)))
+        }
+        bar.finish(UInt64(bytes.load(ordering: .relaxed)))
+        if let f = failure.withLock({ $0 }) { throw CLIError(f) }
+    }
+}
+
+/// Where one pulled blob goes: the cache, or a file in the output dir.
+struct PullTarget: @unchecked Sendable {
+    let layer: Descriptor
+    let blob: RemoteBlob
+    let cached: CachedFile?
+    let file: LocalFile?
+    let finalPath: String?
+
+    init(layer: Descriptor, client: RegistryClient, repository: String, global: GlobalConfig, outputDir: String?) throws {
+        self.layer = layer
+        blob = try RemoteBlob(client: client, repository: repository, digest: layer.digest, size: layer.size)
+        if let outputDir {
+            let path = outputDir + "/" + layer.digest
+            finalPath = path
+            let f = try LocalFile(path: path + ".partial", mode: .createTruncate, map: false)
+            try f.truncate(to: layer.size)
+            file = f
+            cached = nil
+        } else {
+            let c = global.effectiveCache
+            mkdir(c.dir, 0o755)
+            let cache = try PullTarget.cache(dir: c.dir, sizeGB: c.sizeGB, refill: c.refillSize)
+            cached = try cache.open(key: layer.digest, upstream: blob)
+            file = nil
+            finalPath = nil
+        }
+    }
+
+    private static let caches = Mutex<[String: BlockCache]>([:])
+    static func cache(dir: String, sizeGB: Int, refill: Int) throws -> BlockCache {
+        try caches.withLock { d in
+            if let c = d[dir] { return c }
+            let c = try BlockCache(directory: dir, capacity: UInt64(sizeGB) << 30, refillSize: refill)
+            d[dir] = c
+            return c
+        }
+    }
+
+    func fetch(into buffer: UnsafeMutableRawBufferPointer, at offset: UInt64) throws {
+        if let cached {
+            try cached.readExactly(into: buffer, at: offset)
+        } else if let file {
+            try blob.readExactly(into: buffer, at: offset)
+            try file.write(UnsafeRawBufferPointer(buffer), at: offset)
+        }
+    }
+
+    /// Hashes what landed; a mismatch discards it.
+    func verify() throws -> Bool {
+        let source: any BlockFile = cached ?? file!
+        var hasher = SHA256Stream()
+        let buf = UnsafeMutableRawBufferPointer.allocate(byteCount: 4 << 20, alignment: 4096)
+        defer { buf.deallocate() }
+        var off: UInt64 = 0
+        while off < layer.size {
+            let n = Int(min(UInt64(buf.count), layer.size - off))
+            let part = UnsafeMutableRawBufferPointer(rebasing: buf[0..<n])
+            try source.readExactly(into: part, at: off)
+            hasher.update(UnsafeRawBufferPointer(part))
+            off += UInt64(n)
+        }
+        if "sha256:" + hasher.hex() == layer.digest { return true }
+        if let cached { cached.invalidate() }
+        if let finalPath { unlink(finalPath + ".partial") }
+        return false
+    }
+
+    func commit() throws {
+        if let file, let finalPath {
+            try file.flush()
+            guard rename(finalPath + ".partial", finalPath) == 0 else {
+                throw CLIError("rename to \(finalPath): \(BlockIOError.text(errno))")
+            }
+        } else {
+            try cached?.flush()
+        }
+    }
+}
+
+/// A one-line progress bar on a terminal; plain periodic lines otherwise.
+final class ProgressBar {
+    let total: UInt64
+    let tty = isatty(2) != 0
+    let started = monotonicNow()
+    var lastPlain = 0.0
+
+    init(total: UInt64) { self.total = total }
+
+    func line(_ done: UInt64) -> String {
+        let frac = total == 0 ? 1 : Double(done) / Double(total)
+        let width = 30, filled = Int(frac * Double(width))
+        let rate = Double(done) / 1e6 / max(monotonicNow() - started, 1e-3)
+        return "[" + String(repeating: "#", count: filled) + String(repeating: ".", count: width - filled) + "] "
+            + "\(Int(frac * 100))% \(done / 1_000_000)/\(total / 1_000_000) MB \(String(format2: rate)) MB/s"
+    }
+
+    func draw(_ done: UInt64) {
+        if tty {
+            writeStandardError("\r" + line(done))
+        } else if monotonicNow() - lastPlain >= 2 {
+            lastPlain = monotonicNow()
+            writeStandardError("pull: " + line(done) + "\n")
+        }
+    }
+
+    func finish(_ done: UInt64) { writeStandardError((tty ? "\r" : "pull: ") + line(done) + "\n") }
+}
+
+func monotonicNow() -> Double {
+    var ts = timespec()
+    clock_gettime(CLOCK_MONOTONIC, &ts)
+    return Double(ts.tv_sec) + Double(ts.tv_nsec) / 1e9
+}
