@@ -13,3 +13,6 @@ static inline CURLcode obd_curl_setopt_header(CURL *c, size_t (*f)(char *, size_
 }
 static inline CURLcode obd_curl_getinfo_long(CURL *c, CURLINFO i, long *v) { return curl_easy_getinfo(c, i, v); }
 static inline CURLcode obd_curl_getinfo_ptr(CURL *c, CURLINFO i, char **v) { return curl_easy_getinfo(c, i, v); }
+static inline CURLMcode obd_curl_multi_setopt_long(CURLM *m, CURLMoption o, long v) { return curl_multi_setopt(m, o, v); }
+// CURLMsg keeps the transfer result in a union.
+static inline CURLcode obd_curl_msg_result(const CURLMsg *m) { return m->data.result; }

@@ -2,8 +2,8 @@ import BlockIO
 import CCurl
 import Glibc
 
-/// One HTTP exchange over libcurl (a per-thread easy handle, so connections are
-/// reused). Redirects are not followed here: the registry client follows them itself
+/// One HTTP exchange over libcurl: a per-thread easy handle, run on the process's
+/// multi handle (so transfers overlap and connections are reused). Redirects are not followed here: the registry client follows them itself
 /// so that credentials never go to another host.
 final class HTTPTransport: @unchecked Sendable {
     struct Request {
@@ -42,7 +42,7 @@ final class HTTPTransport: @unchecked Sendable {
     }
 
     private static let handles = ThreadLocal { Handle() }
-    private static let globalInit: Void = { curl_global_init(Int(CURL_GLOBAL_ALL)) }()
+    static let globalInit: Void = { curl_global_init(Int(CURL_GLOBAL_ALL)) }()
 
     init(options: Options) {
         _ = HTTPTransport.globalInit
@@ -124,7 +124,7 @@ final class HTTPTransport: @unchecked Sendable {
                                     return n
                                 }
                                 obd_curl_setopt_ptr(c, CURLOPT_HEADERDATA, box.toOpaque())
-                                return curl_easy_perform(c)
+                                return CurlMulti.shared.perform(c)
                             }
                         }
                     }

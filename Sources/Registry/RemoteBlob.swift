@@ -1,14 +1,36 @@
 import BlockIO
+import Glibc
+import Synchronization
 
 /// A registry blob seen as a read-only file: every read is an HTTP range request.
-/// (The persistent cache wraps this; see the BlockCache module when it lands.)
+/// Identical ranges requested while one is in flight are fetched once: later callers
+/// wait for the first and copy its bytes. (The BlockCache module wraps this.)
 public final class RemoteBlob: BlockFile, @unchecked Sendable {
     public let client: RegistryClient
     public let repository: String
     public let digest: String
     public let size: UInt64
+    private let inFlight = Mutex<[RangeKey: SharedFetch]>([:])
+    /// Reads answered by another caller's identical in-flight request.
+    public let coalesced = Atomic<Int>(0)
 
     public var name: String { client.blobURL(repository: repository, digest: digest) }
+
+    struct RangeKey: Hashable { var offset: UInt64; var count: Int }
+
+    /// One in-flight range and the callers waiting for it.
+    final class SharedFetch: @unchecked Sendable {
+        var waiters = 0
+        var bytes: [UInt8] = []
+        var failure: (any Error)?
+        private var done = false
+        private var mutex = pthread_mutex_t()
+        private var cond = pthread_cond_t()
+        init() { pthread_mutex_init(&mutex, nil); pthread_cond_init(&cond, nil) }
+        deinit { pthread_mutex_destroy(&mutex); pthread_cond_destroy(&cond) }
+        func finish() { pthread_mutex_lock(&mutex); done = true; pthread_cond_broadcast(&cond); pthread_mutex_unlock(&mutex) }
+        func wait() { pthread_mutex_lock(&mutex); while !done { pthread_cond_wait(&cond, &mutex) }; pthread_mutex_unlock(&mutex) }
+    }
 
     /// - Parameter size: the blob size if known (from config), else asked with HEAD.
     public init(client: RegistryClient, repository: String, digest: String, size: UInt64? = nil) throws {
@@ -21,11 +43,39 @@ public final class RemoteBlob: BlockFile, @unchecked Sendable {
     public func read(into buffer: UnsafeMutableRawBufferPointer, at offset: UInt64) throws -> Int {
         guard offset < size, buffer.count > 0 else { return 0 }
         let n = Int(min(UInt64(buffer.count), size - offset))
-        let got = try client.readBlob(repository: repository, digest: digest, offset: offset,
-                                      into: UnsafeMutableRawBufferPointer(rebasing: buffer[0..<n]))
-        guard got == n else {
-            throw BlockIOError.truncated(name: name, offset: offset, wanted: n, got: got)
+        let key = RangeKey(offset: offset, count: n)
+        var leader = false
+        let shared: SharedFetch = inFlight.withLock { d in
+            if let s = d[key] { s.waiters += 1; return s }
+            let s = SharedFetch()
+            d[key] = s
+            leader = true
+            return s
         }
+        if !leader {
+            shared.wait()
+            coalesced.add(1, ordering: .relaxed)
+            if let f = shared.failure { throw f }
+            shared.bytes.withUnsafeBytes { buffer.baseAddress!.copyMemory(from: $0.baseAddress!, byteCount: n) }
+            return n
+        }
+        var failure: (any Error)?
+        do {
+            let got = try client.readBlob(repository: repository, digest: digest, offset: offset,
+                                          into: UnsafeMutableRawBufferPointer(rebasing: buffer[0..<n]))
+            if got != n { failure = BlockIOError.truncated(name: name, offset: offset, wanted: n, got: got) }
+        } catch {
+            failure = error
+        }
+        inFlight.withLock { d in
+            d.removeValue(forKey: key)
+            if shared.waiters > 0 {
+                shared.failure = failure
+                if failure == nil { shared.bytes = Array(UnsafeRawBufferPointer(rebasing: buffer[0..<n])) }
+            }
+        }
+        shared.finish()
+        if let failure { throw failure }
         return n
     }
 }

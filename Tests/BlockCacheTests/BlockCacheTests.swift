@@ -1,5 +1,6 @@
 import BlockCache
 import BlockIO
+import Registry
 import Dispatch
 import Glibc
 import Synchronization
@@ -92,6 +93,36 @@ struct BlockCacheTests {
         }
         // Evicted blobs read correctly again (fetched anew).
         for (f, bytes) in blobs { #expect(try f.readBytes(at: 12345, count: 50_000)[...] == bytes[12345..<62345]) }
+    }
+
+    @Test("registry blobs: a workload three times the cache keeps the disk usage under the limit, bytes exact",
+          .enabled(if: LocalRegistry.available || ReferenceFiles.isCI))
+    func sizeLimitWithRegistry() throws {
+        let reg = try LocalRegistry()
+        let blobs = (0..<6).map { Self.blob(2 << 20, seed: UInt64(40 + $0)) }
+        let digests = try reg.push(repository: "obd/cache", tag: "v1", layers: blobs)
+        let client = RegistryClient(host: reg.host, options: RegistryOptions(plainHTTP: true))
+        let dir = TemporaryDirectory("obd-cache")
+        defer { dir.remove() }
+        let capacity: UInt64 = 4 << 20
+        let cache = try BlockCache(directory: dir.path, capacity: capacity, refillSize: 64 * 1024)
+        let files = try zip(digests, blobs).map { d, b in
+            try cache.open(key: d, upstream: RemoteBlob(client: client, repository: "obd/cache", digest: d, size: UInt64(b.count)))
+        }
+        var g = SplitMix64(seed: 99)
+        var maxOnDisk: UInt64 = 0
+        for step in 0..<600 {
+            let i = Int(g.next() % 6)
+            let off = Int(g.next() % UInt64(blobs[i].count - 4096)) & ~4095
+            #expect(try files[i].readBytes(at: UInt64(off), count: 4096)[...] == blobs[i][off..<(off + 4096)])
+            if step % 50 == 0 {
+                let du = run(["/usr/bin/du", "-s", "--block-size=1", dir.path]).out.split(separator: "\t").first.flatMap { UInt64($0) } ?? 0
+                maxOnDisk = max(maxOnDisk, du)
+            }
+        }
+        // Data within the limit, plus the presence maps and directory blocks.
+        #expect(maxOnDisk <= capacity + (256 << 10), "\(maxOnDisk) bytes on disk for a \(capacity)-byte cache")
+        #expect(cache.usage <= capacity)
     }
 
     @Test("a damaged presence map is discarded, never trusted")

@@ -1,4 +1,6 @@
 import BlockIO
+import Glibc
+import Synchronization
 import FoundationEssentials
 import Registry
 import Testing
@@ -110,5 +112,47 @@ struct RegistryIntegrationTests {
         } catch {
             #expect("\(error)".contains("Authentication failed") && !"\(error)".contains("nope-nope"))
         }
+    }
+
+    @Test("transfers overlap on the multi handle; identical in-flight ranges are fetched once")
+    func concurrency() throws {
+        let reg = try LocalRegistry()
+        let bytes = try Self.layer()
+        let digest = try reg.push(repository: "obd/multi", tag: "v1", layer: bytes)
+        let proxy = try FaultProxy(upstreamPort: reg.port)
+        proxy.latencyMs.store(300, ordering: .relaxed)
+        let client = RegistryClient(host: proxy.host, options: RegistryOptions(plainHTTP: true))
+        let blob = try RemoteBlob(client: client, repository: "obd/multi", digest: digest, size: UInt64(bytes.count))
+        // 16 different ranges at once: with 300 ms per request, sequential would take 4.8 s.
+        let start = monotonicSeconds()
+        let wrong = Atomic<Int>(0)
+        let done = Atomic<Int>(0)
+        for i in 0..<16 {
+            startDetachedThread {
+                let off = i * 9000
+                if let got = try? blob.readBytes(at: UInt64(off), count: 8000), got[...] == bytes[off..<(off + 8000)] {} else {
+                    wrong.add(1, ordering: .relaxed)
+                }
+                done.add(1, ordering: .relaxed)
+            }
+        }
+        while done.load(ordering: .relaxed) < 16 { usleep(10_000) }
+        let parallel = monotonicSeconds() - start
+        #expect(wrong.load(ordering: .relaxed) == 0)
+        #expect(parallel < 2.0, "16 ranged reads took \(parallel) s: they did not overlap")
+        // 8 callers of one range at once: one request.
+        proxy.resetCounters()
+        let done2 = Atomic<Int>(0)
+        for _ in 0..<8 {
+            startDetachedThread {
+                if let got = try? blob.readBytes(at: 5000, count: 20000), got[...] == bytes[5000..<25000] {} else {
+                    wrong.add(1, ordering: .relaxed)
+                }
+                done2.add(1, ordering: .relaxed)
+            }
+        }
+        while done2.load(ordering: .relaxed) < 8 { usleep(10_000) }
+        #expect(wrong.load(ordering: .relaxed) == 0)
+        #expect(proxy.blobReads < 8 && blob.coalesced.load(ordering: .relaxed) >= 1, "\(proxy.blobReads) requests for one range")
     }
 }
