@@ -64,10 +64,12 @@ let package = Package(
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
         // Benchmarks: obd and its anchors measured side by side (benchmarks/run.sh).
-        .executableTarget(name: "obd-bench", dependencies: ["BlockIO", "ZFile", "LSMT", "CLZ4", "CZstd"],
+        .executableTarget(name: "obd-bench", dependencies: ["BlockIO", "ZFile", "LSMT", "Image", "Registry", "BlockCache", "TestSupport", "CLZ4", "CZstd"],
                           path: "benchmarks/obd-bench"),
         // Test helper: a writer that the crash test kills with SIGKILL.
         .executableTarget(name: "obd-crash-writer", dependencies: ["BlockIO", "LSMT", "TestSupport"]),
+        // Test helper: the token server as a process (the VM test runs it in the guest).
+        .executableTarget(name: "obd-token-server", dependencies: ["TestSupport"]),
 
         // Shared by the tests and the crash writer: reference-file lookup, seeded data.
         .target(name: "TestSupport", dependencies: [

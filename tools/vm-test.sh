@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # VM integration tests with a real kernel (QEMU guest, TCG): see tools/vm/.
-#   tools/vm-test.sh [nbd] [virtio] [tcmu]     (default: all that exist)
+#   tools/vm-test.sh [nbd] [virtio] [tcmu] [remote]     (default: all)
 # Needs the reference files (../shared/testdata/overlaybd-ref or $OBD_REFERENCE_DIR).
 # VM tests run one at a time (2 cores).
 set -euo pipefail
@@ -11,8 +11,10 @@ REF=$(readlink -f "$REF")
 [ -f "$REF/SHA256SUMS" ] || { echo "vm-test: FAIL: reference files not found at $REF" >&2; exit 1; }
 swift build -c release --product obd 2>&1 | tail -1
 swift build -c release --product obd-tcmu 2>&1 | tail -1
+swift build -c release --product obd-token-server 2>&1 | tail -1
 OBD=$(swift build -c release --show-bin-path)/obd
 TCMU=$(swift build -c release --show-bin-path)/obd-tcmu
+TOKENSRV=$(swift build -c release --show-bin-path)/obd-token-server
 W=$(mktemp -d /tmp/obd-vmtest.XXXXXX)
 trap 'rm -rf "$W"' EXIT
 L=$REF/lsmt
@@ -27,7 +29,7 @@ printf '{"lowers":[{"file":"%s"},{"file":"%s"}],"resultFile":"result-ro"}\n' "$L
 printf '{"lowers":[{"file":"%s"},{"file":"missing.commit"}],"resultFile":"result-bad"}\n' "$L/l1/layer1.commit" > "$W/bad.json"
 
 tests=("$@")
-[ ${#tests[@]} -gt 0 ] || tests=(nbd virtio tcmu)
+[ ${#tests[@]} -gt 0 ] || tests=(nbd virtio tcmu remote)
 status=0
 for t in "${tests[@]}"; do
   echo "== vm test: $t"
@@ -53,6 +55,15 @@ for t in "${tests[@]}"; do
       out=$(VM_LOG=$W/console-tcmu.log tools/vm/run.sh tools/vm/guest-tcmu.sh "$TCMU" "$OBD" "$W" "$REF" 2>&1) || true
       echo "$out" | grep -E "^(==|TCMU|e2fsck|bad config|read past|GUEST-)" || true
       echo "$out" | grep -q GUEST-TCMU-OK || { echo "$out" | tail -30; echo "vm-test: FAIL: tcmu"; status=1; }
+      ;;
+    remote)
+      # Push the two reference layers into a registry storage folder on the host; the
+      # guest serves that folder with its own docker-registry on its loopback.
+      R=$W/remote
+      tools/vm/push-reference-image.sh "$L" "$R"
+      out=$(VM_LOG=$W/console-remote.log tools/vm/run.sh tools/vm/guest-remote.sh "$TCMU" "$TOKENSRV" "$R" 2>&1) || true
+      echo "$out" | grep -E "^(==|REMOTE-|wrong credentials|GUEST-)" || true
+      echo "$out" | grep -q GUEST-REMOTE-OK || { echo "$out" | tail -30; echo "vm-test: FAIL: remote"; status=1; }
       ;;
     *) echo "vm-test: unknown test $t"; status=1 ;;
   esac

@@ -21,6 +21,10 @@ public final class BlockCache: @unchecked Sendable {
     }
 
     private let clock = Atomic<UInt64>(0)
+    /// Runs readahead fetches and presence-map syncs off the readers' threads.
+    let background = WorkerPool(threads: 4, capacity: 256, name: "obd-cache")
+    /// Bytes fetched ahead of a sequential reader (0 turns readahead off).
+    public var readahead: UInt64 = 64 << 20
 
     /// - Parameters:
     ///   - capacity: bytes of cached data to keep (the high-water mark is 90% of it).

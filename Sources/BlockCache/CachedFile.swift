@@ -14,6 +14,8 @@ public final class CachedFile: BlockFile, @unchecked Sendable {
     private let data: LocalFile
     private let map: LocalFile
     private var bits: [UInt8]
+    /// The bits whose data is known durable (fdatasync done): only these reach the map file.
+    private var durable: [UInt8]
     private let lock = Mutex(())
     private var fetching: Set<Int> = []
     private var fetchDone = pthread_cond_t()
@@ -22,9 +24,26 @@ public final class CachedFile: BlockFile, @unchecked Sendable {
     private var evictLock = pthread_rwlock_t()
     /// Upstream reads issued (for tests and metrics).
     public let upstreamReads = Atomic<Int>(0)
+    /// End of the last read, to spot sequential readers.
+    private let lastEnd = Atomic<UInt64>(UInt64.max)
+    /// How far readahead has been scheduled.
+    private let aheadTo = Atomic<UInt64>(0)
+    private let syncing = Atomic<Bool>(false)
+    private let lastSync = Atomic<Double>(0)
+
+    static func seconds() -> Double {
+        var ts = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &ts)
+        return Double(ts.tv_sec) + Double(ts.tv_nsec) / 1e9
+    }
     public let hits = Atomic<Int>(0)
+    /// Runs fetched by readahead, and reads that had to wait for a fetch.
+    public let prefetchRuns = Atomic<Int>(0)
+    public let waitedReads = Atomic<Int>(0)
 
     public var name: String { upstream.name }
+
+    private static let fillBuffers = ThreadLocal { ScratchBuffer(capacity: 4 << 20) }
 
     init(cache: BlockCache, key: String, upstream: any BlockFile) throws {
         self.cache = cache
@@ -53,7 +72,9 @@ public final class CachedFile: BlockFile, @unchecked Sendable {
             try map.writeBytes(header + bits, at: 0)
             try map.flush()
         }
+        durable = bits
         if data.size != size { try data.truncate(to: size) }
+
         pthread_mutex_init(&fetchMutex, nil)
         pthread_cond_init(&fetchDone, nil)
         pthread_rwlock_init(&evictLock, nil)
@@ -82,8 +103,46 @@ public final class CachedFile: BlockFile, @unchecked Sendable {
             throw error
         }
         pthread_rwlock_unlock(&evictLock)
+        readAhead(after: offset, count: n)
         cache.evictIfNeeded(except: key)
         return n
+    }
+
+    /// A reader that continues where the last read ended gets the next `readahead`
+    /// bytes fetched in the background, in 4 MiB runs that overlap on the network.
+    private func readAhead(after offset: UInt64, count: Int) {
+        let end = offset + UInt64(count)
+        let sequential = lastEnd.exchange(end, ordering: .relaxed) == offset
+        let window = cache.readahead
+        guard sequential, window > 0, end < size else { return }
+        let run = UInt64(max(unit, 4 << 20))
+        var from = max(end, aheadTo.load(ordering: .relaxed))
+        let limit = min(size, end + window)
+        // Schedule only when at least one run is due, so each run is scheduled once.
+        guard limit >= from + run || (limit == size && from < size) else { return }
+        from = from / UInt64(unit) * UInt64(unit)
+        aheadTo.store(limit, ordering: .relaxed)
+        while from < limit {
+            let r = from..<min(limit, from + run)
+            cache.background.submit { [self] in try? prefetch(r) }
+            from = r.upperBound
+        }
+    }
+
+    /// Makes the units of `range` present (no copy to a caller).
+    private func prefetch(_ range: Range<UInt64>) throws {
+        pthread_rwlock_rdlock(&evictLock)
+        defer { pthread_rwlock_unlock(&evictLock) }
+        let first = Int(range.lowerBound / UInt64(unit)), last = Int((range.upperBound - 1) / UInt64(unit))
+        var u = first
+        while u <= last {
+            if present(u) { u += 1; continue }
+            var end = u + 1
+            while end <= last && !present(end) { end += 1 }
+            prefetchRuns.add(1, ordering: .relaxed)
+            try fetch(u..<end)
+            u = end
+        }
     }
 
     private func readLocked(into buffer: UnsafeMutableRawBufferPointer, at offset: UInt64) throws -> Int {
@@ -93,6 +152,7 @@ public final class CachedFile: BlockFile, @unchecked Sendable {
         var u = first
         while u <= last {
             if !present(u) {
+                if u == first { waitedReads.add(1, ordering: .relaxed) }
                 // Fetch the run of missing units starting here (at most 4 MiB at once).
                 var end = u + 1
                 while end <= last && end - u < max(1, (4 << 20) / unit) && !present(end) { end += 1 }
@@ -141,28 +201,51 @@ public final class CachedFile: BlockFile, @unchecked Sendable {
         let start = UInt64(r.lowerBound) * UInt64(unit)
         let end = min(size, UInt64(r.upperBound) * UInt64(unit))
         let n = Int(end - start)
-        let buf = UnsafeMutableRawBufferPointer.allocate(byteCount: n, alignment: 4096)
-        defer { buf.deallocate() }
         upstreamReads.add(1, ordering: .relaxed)
         CacheMetrics.shared.misses.increment()
         CacheMetrics.shared.fillBytes.increment(by: n)
+        // A per-thread buffer: no allocation (and page faults) per refill.
+        let buf = UnsafeMutableRawBufferPointer(rebasing: CachedFile.fillBuffers.value.reserve(n)[0..<n])
         let got = try upstream.read(into: buf, at: start)
         guard got == n else { throw BlockIOError.truncated(name: upstream.name, offset: start, wanted: n, got: got) }
         try data.write(UnsafeRawBufferPointer(buf), at: start)
         lock.withLock { _ in for u in r { bits[u >> 3] |= 1 << (u & 7) } }
         let pending = lock.withLock { _ -> Int in unsynced.append(contentsOf: r); return unsynced.count }
-        if pending >= 64 { try syncMap() }
+        // Persist presence in the background, at most once a second (fdatasync is the
+        // expensive part): data first, then the bits. Until then a crash only costs
+        // refetching the units whose bits were not persisted.
+        if pending >= 64 && CachedFile.seconds() - lastSync.load(ordering: .relaxed) >= 1
+            && !syncing.exchange(true, ordering: .acquiring) {
+            lastSync.store(CachedFile.seconds(), ordering: .relaxed)
+            cache.background.submit { [self] in
+                try? syncMap()
+                syncing.store(false, ordering: .releasing)
+            }
+        }
         cache.grew(key, by: UInt64(n))
     }
 
-    /// Makes fetched data durable, then records its presence bits.
+    /// Makes fetched data durable, then records its presence bits. Only bits of units
+    /// made durable here (or earlier) are written, even where a map byte also covers
+    /// units another thread filled meanwhile.
     func syncMap() throws {
+        // Eviction (write side) must not interleave: it would see its cleared map overwritten.
+        pthread_rwlock_rdlock(&evictLock)
+        defer { pthread_rwlock_unlock(&evictLock) }
         let units: [Int] = lock.withLock { _ in let u = unsynced; unsynced = []; return u }
         guard !units.isEmpty else { return }
-        if fdatasync(data.fd) != 0 { throw BlockIOError.io(name: data.path, operation: "fdatasync", offset: 0, errno: errno) }
-        let snapshot = lock.withLock { _ in bits }
-        for byte in Set(units.map { $0 >> 3 }).sorted() {
-            try map.writeBytes([snapshot[byte]], at: UInt64(PresenceMap.headerSize + byte))
+        if fdatasync(data.fd) != 0 {
+            let e = errno
+            lock.withLock { _ in unsynced.append(contentsOf: units) }
+            throw BlockIOError.io(name: data.path, operation: "fdatasync", offset: 0, errno: e)
+        }
+        let bytes = Set(units.map { $0 >> 3 }).sorted()
+        let snapshot: [(Int, UInt8)] = lock.withLock { _ in
+            for u in units { durable[u >> 3] |= bits[u >> 3] & (1 << (u & 7)) }
+            return bytes.map { ($0, durable[$0]) }
+        }
+        for (byte, value) in snapshot {
+            try map.writeBytes([value], at: UInt64(PresenceMap.headerSize + byte))
         }
     }
 
@@ -179,7 +262,7 @@ public final class CachedFile: BlockFile, @unchecked Sendable {
         pthread_rwlock_wrlock(&evictLock)
         defer { pthread_rwlock_unlock(&evictLock) }
         lock.withLock { _ in
-            for i in bits.indices { bits[i] = 0 }
+            for i in bits.indices { bits[i] = 0; durable[i] = 0 }
             unsynced = []
         }
         try? map.writeBytes([UInt8](repeating: 0, count: bits.count), at: UInt64(PresenceMap.headerSize))

@@ -102,6 +102,14 @@ public final class Image: Sendable {
 
     deinit { download?.stop() }
 
+    /// Before the image goes away (device removal, process exit): stops the background
+    /// download and makes the cache's presence maps durable, so a restart finds every
+    /// fetched range. Writes to the upper are flushed by `stack.flush()`.
+    public func close() {
+        download?.stop()
+        for r in remoteLayers { try? r.file.remote.flush() }
+    }
+
     /// The local file a lower resolves to: `file`, then `dir/overlaybd.commit`,
     /// `dir/.commit`, `dir/overlaybd.sealed`; nil when there is none but the lower has a
     /// `digest` to fetch from the registry.

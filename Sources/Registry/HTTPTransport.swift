@@ -77,6 +77,8 @@ final class HTTPTransport: @unchecked Sendable {
                             request.method.withCString { method in
                                 obd_curl_setopt_ptr(c, CURLOPT_URL, url)
                                 obd_curl_setopt_long(c, CURLOPT_NOSIGNAL, 1)
+                                // Large receive buffer: fewer recv calls and callbacks per MiB.
+                                obd_curl_setopt_long(c, CURLOPT_BUFFERSIZE, 512 * 1024)
                                 obd_curl_setopt_long(c, CURLOPT_FOLLOWLOCATION, 0)
                                 obd_curl_setopt_long(c, CURLOPT_CONNECTTIMEOUT, options.connectTimeoutSeconds)
                                 obd_curl_setopt_long(c, CURLOPT_TIMEOUT_MS, request.timeoutMilliseconds)

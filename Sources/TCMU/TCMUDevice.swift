@@ -108,6 +108,7 @@ final class TCMUDevice: @unchecked Sendable {
         inFlight.waitForAll()
         ring.skipTrailingPadding()
         do { try image.stack.flush() } catch { log("tcmu: \(name): flush on removal failed: \(error)") }
+        image.close()
     }
 }
 

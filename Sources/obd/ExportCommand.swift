@@ -54,6 +54,7 @@ struct ExportCommand: ParsableCommand {
                 try out.flush()
             }
             progress.finish()
+            image.close()
         }
     }
 }

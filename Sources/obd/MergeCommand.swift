@@ -22,6 +22,7 @@ struct MergeCommand: ParsableCommand {
             if t && !compress { throw CLIError("-t (tar wrapper) needs compression") }
             let global = try GlobalConfig.load(path: config)
             let image = try Image.open(configPath: imageConfig, global: global)
+            defer { image.close() }
             let stack = image.stack
             let vsize = stack.lowers.last?.header.virtualSize ?? stack.upper?.header.virtualSize ?? 0
             let parent = stack.upper?.header.parentUUID ?? stack.lowers.first?.header.parentUUID ?? .null

@@ -76,6 +76,7 @@ struct ServeNBDCommand: ParsableCommand {
             sigwait(&set, &sig)
             server.stop()
             do { try disk.flush() } catch { writeStandardError("obd: error: flush on exit failed: \(error)\n"); throw ExitCode.failure }
+            image.close()
             writeStandardError("obd: stopped (signal \(sig))\n")
         }
     }

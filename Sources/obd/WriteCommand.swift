@@ -18,6 +18,7 @@ struct WriteCommand: ParsableCommand {
         try runReportingErrors {
             let global = try GlobalConfig.load(path: config)
             let image = try Image.open(configPath: imageConfig, global: global, writable: true)
+            defer { image.close() }
             let disk = image.stack
             guard disk.isWritable else { throw CLIError("\(imageConfig): the image has no writable upper layer") }
             guard offset % 512 == 0 else { throw CLIError("--offset \(offset) is not a multiple of 512") }

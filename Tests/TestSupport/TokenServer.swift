@@ -22,7 +22,7 @@ public final class TokenServer: @unchecked Sendable {
 
     public struct Failure: Error, CustomStringConvertible { public let description: String }
 
-    public init(user: String, password: String) throws {
+    public init(user: String, password: String, port wanted: UInt16 = 0) throws {
         self.user = user
         self.password = password
         let d = dir.path
@@ -45,6 +45,7 @@ public final class TokenServer: @unchecked Sendable {
         var addr = sockaddr_in()
         addr.sin_family = sa_family_t(AF_INET)
         addr.sin_addr.s_addr = inet_addr("127.0.0.1")
+        addr.sin_port = wanted.bigEndian
         _ = withUnsafePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(sock, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
         var len = socklen_t(MemoryLayout<sockaddr_in>.size)
         _ = withUnsafeMutablePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(sock, $0, &len) } }

@@ -1,5 +1,5 @@
 // obd-bench: measures obd and its anchors side by side and prints tables with ratios.
-// Usage: obd-bench [zfile-read|zfile-compress|lookup|stack-read|all] [--quick]
+// Usage: obd-bench [zfile-read|zfile-compress|lookup|stack-read|lazy|all] [--quick]
 import BlockIO
 import Glibc
 
@@ -30,6 +30,9 @@ do {
     }
     if which == "lookup" || which == "all" {
         print(LookupBenchmarks.run(queries: quick ? 200_000 : 2_000_000))
+    }
+    if which == "lazy" || which == "all" {
+        print(try LazyBenchmarks.run(work: work, corpus: corpus(), quick: quick))
     }
     if which == "stack-read" || which == "all" {
         print(try StackBenchmarks.run(work: work, diskMiB: quick ? 64 : 512, randomReads: quick ? 50_000 : 300_000))

@@ -1,0 +1,134 @@
+import BlockIO
+import Glibc
+import Image
+import LSMT
+import Registry
+import TestSupport
+import ZFile
+
+/// Lazy loading from a registry (docker-registry on loopback):
+/// 1. a ~200 MB obd layer blob read sequentially through obd (registry -> cache ->
+///    ZFile -> LSMT) vs `curl` downloading the same blob whole from the same registry;
+/// 2. 4 KiB random reads with a proxy adding 20 ms per request: requests and bytes
+///    fetched vs the minimum possible, and read latency percentiles.
+enum LazyBenchmarks {
+    static func run(work: String, corpus: LocalFile, quick: Bool) throws -> String {
+        let dir = "\(work)/lazy"
+        _ = TestSupport.run(["/bin/rm", "-rf", dir])
+        mkdir(dir, 0o755)
+        // The layer: the corpus written into a fresh layer, committed LZ4 ZFile + tar.
+        let dataMiB = quick ? 64 : 320
+        let size = UInt64(dataMiB) << 20
+        let w = try WritableLayer.create(dataPath: "\(dir)/w.data", indexPath: "\(dir)/w.index", virtualSize: size)
+        let buf = UnsafeMutableRawBufferPointer.allocate(byteCount: 4 << 20, alignment: 4096)
+        defer { buf.deallocate() }
+        var off: UInt64 = 0
+        while off < size {
+            let src = off % (corpus.size - UInt64(buf.count))
+            _ = try corpus.read(into: buf, at: src)
+            try w.write(UnsafeRawBufferPointer(buf), at: off)
+            off += UInt64(buf.count)
+        }
+        let segs = w.segments.map { var s = $0; s.tag = 0; return s }
+        let blobPath = "\(dir)/layer.blob"
+        let out = try LocalFile(path: blobPath, mode: .createExclusive)
+        let writer = try ZFileWriter(output: out, base: TarWrapper.payloadOffset, options: ZFileOptions(threads: 2))
+        try LayerCommit.write(segments: segs, sources: [w.dataFile], virtualSize: size, defaultParent: .null,
+                              args: CommitArgs(), into: writer)
+        try TarWrapper.wrap(output: out, payloadSize: writer.compressedSize)
+        unlink("\(dir)/w.data"); unlink("\(dir)/w.index")
+        let blob = try LocalFile(path: blobPath)
+        let blobBytes = try blob.readBytes(at: 0, count: Int(blob.size))
+        let registry = try LocalRegistry()
+        let digest = try registry.push(repository: "bench/lazy", tag: "v1", layer: blobBytes)
+        let blobURL = "http://\(registry.host)/v2/bench/lazy/blobs/\(digest)"
+
+        var seq = Table("Lazy sequential read of a \(fmt(Double(blob.size) / 1e6, 1)) MB layer blob (\(dataMiB) MiB of data) from docker-registry on loopback",
+                        ["reader", "seconds", "blob MB/s", "vs curl"])
+        // Every timed run starts with no dirty pages left from the previous one (sync).
+        let curlNull = best(5) { sync(); _ = TestSupport.run(["/usr/bin/curl", "-sf", "-o", "/dev/null", blobURL]) }
+        var curlFile = Double.infinity
+        for _ in 0..<5 {
+            sync()
+            let t0 = now()
+            _ = TestSupport.run(["/usr/bin/curl", "-sf", "-o", "\(dir)/curl.out", blobURL])
+            curlFile = min(curlFile, now() - t0)
+            unlink("\(dir)/curl.out")
+        }
+        var obdBest = Double.infinity, warm = Double.infinity
+        for round in 0..<5 {
+            sync()
+            let cfg = try writeConfigs(dir: dir, host: registry.host, digest: digest, blobSize: blob.size, cache: "\(dir)/cache\(round)")
+            let t0 = now()
+            let image = try Image.open(configPath: cfg.image, global: GlobalConfig.load(from: cfg.global))
+            try readAllData(image.stack, buf)
+            obdBest = min(obdBest, now() - t0)
+            if round == 4 {
+                warm = best(3) {
+                    let again = try? Image.open(configPath: cfg.image, global: GlobalConfig.load(from: cfg.global))
+                    if let again { try? readAllData(again.stack, buf) }
+                }
+            }
+            _ = TestSupport.run(["/bin/rm", "-rf", "\(dir)/cache\(round)"])
+        }
+        let mb = Double(blob.size) / 1e6
+        seq.add(["curl -o /dev/null", fmt(curlNull, 3), fmt(mb / curlNull, 0), "1.00"])
+        seq.add(["curl -o file", fmt(curlFile, 3), fmt(mb / curlFile, 0), fmt(curlNull / curlFile)])
+        seq.add(["obd (cold cache, open + read all data)", fmt(obdBest, 3), fmt(mb / obdBest, 0), fmt(curlNull / obdBest)])
+        seq.add(["obd (warm cache: no network)", fmt(warm, 3), fmt(mb / warm, 0), fmt(curlNull / warm)])
+
+        // Random 4 KiB reads through a proxy adding 20 ms per request.
+        let proxy = try FaultProxy(upstreamPort: registry.port)
+        proxy.latencyMs.store(20, ordering: .relaxed)
+        let cfg = try writeConfigs(dir: dir, host: proxy.host, digest: digest, blobSize: blob.size, cache: "\(dir)/cache-rand")
+        let openStart = now()
+        let image = try Image.open(configPath: cfg.image, global: GlobalConfig.load(from: cfg.global))
+        let openTime = now() - openStart
+        let openRequests = proxy.blobReads, openBytes = proxy.bodyBytes
+        proxy.resetCounters()
+        let reads = quick ? 100 : 400
+        var rng = FastRandom(5)
+        var latencies: [Double] = []
+        var units = Set<UInt64>()
+        let small = UnsafeMutableRawBufferPointer(rebasing: buf[0..<4096])
+        for _ in 0..<reads {
+            let at = (rng.next() % (size / 4096)) * 4096
+            let t0 = now()
+            _ = try image.stack.read(into: small, at: at)
+            latencies.append(now() - t0)
+            units.insert(at / 4096)
+        }
+        latencies.sort()
+        func pct(_ p: Double) -> String { fmt(latencies[min(latencies.count - 1, Int(Double(latencies.count) * p))] * 1000, 1) }
+        var rand = Table("4 KiB random reads (QD1), proxy adds 20 ms per request; \(reads) reads, cold cache",
+                         ["measure", "value", "minimum possible", "ratio"])
+        rand.add(["open: requests / bytes / seconds", "\(openRequests) / \(openBytes) / \(fmt(openTime, 3))", "-", "-"])
+        rand.add(["requests issued", "\(proxy.blobReads)", "\(units.count) (one per distinct 4 KiB read)",
+                  fmt(Double(proxy.blobReads) / Double(max(units.count, 1)))])
+        rand.add(["bytes fetched", "\(proxy.bodyBytes)", "\(units.count * 4096) (the 4 KiB blocks read)",
+                  fmt(Double(proxy.bodyBytes) / Double(max(units.count * 4096, 1)))])
+        rand.add(["latency p50 / p90 / p99 ms", "\(pct(0.5)) / \(pct(0.9)) / \(pct(0.99))", "20.0 (one proxied request)",
+                  fmt(latencies[latencies.count / 2] / 0.020)])
+        _ = TestSupport.run(["/bin/rm", "-rf", dir])
+        return seq.render() + "\n" + rand.render()
+    }
+
+    static func writeConfigs(dir: String, host: String, digest: String, blobSize: UInt64, cache: String) throws -> (image: String, global: String) {
+        let image = "\(dir)/config.v1.json", global = "\(dir)/overlaybd.json"
+        try LocalRegistry.write(image, #"{"repoBlobUrl": "http://\#(host)/v2/bench/lazy/blobs", "lowers": [{"digest": "\#(digest)", "size": \#(blobSize)}]}"#)
+        try LocalRegistry.write(global, #"{"cacheConfig": {"cacheType": "file", "cacheDir": "\#(cache)", "cacheSizeGB": 4}}"#)
+        return (image, global)
+    }
+
+    /// Reads every data extent of the disk in 4 MiB requests (what `obd export` does).
+    static func readAllData(_ disk: LayerStack, _ buf: UnsafeMutableRawBufferPointer) throws {
+        for s in disk.flattenedIndex() where !s.zeroed {
+            var off = s.offset * 512
+            let end = s.end * 512
+            while off < end {
+                let n = Int(min(UInt64(buf.count), end - off))
+                off += UInt64(try disk.read(into: UnsafeMutableRawBufferPointer(rebasing: buf[0..<n]), at: off))
+            }
+        }
+    }
+}
