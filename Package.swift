@@ -30,6 +30,8 @@ let package = Package(
         .systemLibrary(name: "CCurl", pkgConfig: "libcurl", providers: [.apt(["libcurl4-openssl-dev"])]),
         .systemLibrary(name: "CAIO", providers: [.apt(["libaio-dev"])]),
         .systemLibrary(name: "CNL", pkgConfig: "libnl-genl-3.0", providers: [.apt(["libnl-3-dev", "libnl-genl-3-dev"])]),
+        .systemLibrary(name: "CExt2fs", pkgConfig: "ext2fs", providers: [.apt(["libext2fs-dev"])]),
+        .systemLibrary(name: "CArchive", pkgConfig: "libarchive", providers: [.apt(["libarchive-dev"])]),
 
         // Floor 0: the file protocol.
         .target(name: "BlockIO", dependencies: ["CAIO"]),
@@ -49,13 +51,16 @@ let package = Package(
         // Floor 3: frontends.
         .target(name: "NBD", dependencies: ["BlockIO"]),
         .target(name: "TCMU", dependencies: ["BlockIO", "Image", "CNL"]),
+        .target(name: "Convert", dependencies: [
+            "BlockIO", "LSMT", "ZFile", "Image", "Registry", "CExt2fs", "CArchive",
+        ]),
         .target(name: "MetricsExporter", dependencies: [
             "BlockIO", .product(name: "CoreMetrics", package: "swift-metrics"),
             .product(name: "Prometheus", package: "swift-prometheus"),
         ]),
         // Floor 4: entry points.
         .executableTarget(name: "obd", dependencies: [
-            "BlockIO", "ZFile", "LSMT", "Image", "NBD", "Registry", "BlockCache", "MetricsExporter",
+            "BlockIO", "ZFile", "LSMT", "Image", "NBD", "Registry", "BlockCache", "MetricsExporter", "Convert",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
         .executableTarget(name: "obd-tcmu", dependencies: [
@@ -84,6 +89,7 @@ let package = Package(
         .testTarget(name: "RegistryTests", dependencies: ["Registry", "BlockIO", "TestSupport"]),
         .testTarget(name: "NBDTests", dependencies: ["NBD", "LSMT", "BlockIO", "TestSupport"]),
         .testTarget(name: "CLITests", dependencies: ["BlockIO", "TestSupport"]),
+        .testTarget(name: "ConvertTests", dependencies: ["Convert", "LSMT", "ZFile", "BlockIO", "Registry", "TestSupport"]),
     ],
     swiftLanguageModes: [.v6]
 )

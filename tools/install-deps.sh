@@ -22,6 +22,9 @@ PACKAGES=(
   docker-registry skopeo apache2-utils openssl  # registry integration tests: a real registry, pushes, htpasswd, a throwaway CA
   libnl-3-dev libnl-genl-3-dev  # TCMU generic netlink (obd-tcmu)
   libaio-dev      # ioEngine 1: native AIO with O_DIRECT for local layers
+  libext2fs-dev   # obd convert/apply/mkfs: ext4 written in userspace through libext2fs
+  libarchive-dev  # obd convert/apply: tar, tar.gz, tar.zst layer streams
+  umoci debootstrap  # convert tests: reference trees (umoci unpack) and a Debian minbase image
 )
 
 missing=()

@@ -28,6 +28,8 @@ public final class CachedFile: BlockFile, @unchecked Sendable {
     private let lastEnd = Atomic<UInt64>(UInt64.max)
     /// How far readahead has been scheduled.
     private let aheadTo = Atomic<UInt64>(0)
+    /// Bytes read back to back so far.
+    private let streak = Atomic<UInt64>(0)
     private let syncing = Atomic<Bool>(false)
     private let lastSync = Atomic<Double>(0)
 
@@ -113,17 +115,21 @@ public final class CachedFile: BlockFile, @unchecked Sendable {
     private func readAhead(after offset: UInt64, count: Int) {
         let end = offset + UInt64(count)
         let sequential = lastEnd.exchange(end, ordering: .relaxed) == offset
+        // A streak of at least 1 MiB of back-to-back reads: a scan, not a few adjacent
+        // reads (such as a layer's index at open) that readahead would only waste.
+        let run = sequential ? streak.add(UInt64(count), ordering: .relaxed).newValue : 0
+        if !sequential { streak.store(UInt64(count), ordering: .relaxed) }
         let window = cache.readahead
-        guard sequential, window > 0, end < size else { return }
-        let run = UInt64(max(unit, 4 << 20))
+        guard sequential, run >= 1 << 20, window > 0, end < size else { return }
+        let chunk = UInt64(max(unit, 4 << 20))
         var from = max(end, aheadTo.load(ordering: .relaxed))
         let limit = min(size, end + window)
         // Schedule only when at least one run is due, so each run is scheduled once.
-        guard limit >= from + run || (limit == size && from < size) else { return }
+        guard limit >= from + chunk || (limit == size && from < size) else { return }
         from = from / UInt64(unit) * UInt64(unit)
         aheadTo.store(limit, ordering: .relaxed)
         while from < limit {
-            let r = from..<min(limit, from + run)
+            let r = from..<min(limit, from + chunk)
             cache.background.submit { [self] in try? prefetch(r) }
             from = r.upperBound
         }

@@ -1,0 +1,74 @@
+import ArgumentParser
+import BlockIO
+import Convert
+import Image
+import Registry
+
+struct ApplyCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "apply",
+        abstract: "Apply an OCI layer tar (plain, gzip or zstd) to the ext4 inside an image's upper layer, like overlaybd-apply.",
+        discussion: """
+            The image config must have an upper (writable) layer; the lowers are what the layer \
+            applies on top of. Whiteouts delete from the lowers. Runs without root: the ext4 is \
+            written in userspace (libext2fs). --mkfs first makes an empty ext4 over the whole disk.
+            """)
+
+    @Argument(help: "Layer tar, tar.gz or tar.zst.") var input: String
+    @Argument(help: "Image config (config.v1.json) with an upper layer.") var imageConfig: String
+    @Flag(name: .long, help: "Make an empty ext4 first (the bottom layer of an image).") var mkfs = false
+    @Option(name: .long, help: "File system UUID for --mkfs (default: derived from the disk size).") var uuid: String?
+    @Option(name: .long, help: "Seconds since 1970 for times libext2fs would take from the clock (default 0).") var epoch: Int64 = 0
+    @Option(name: .long, help: "Expected sha256:<hex> of the input file.") var checksum: String?
+    @Option(name: .long, help: "Global overlaybd.json (default: /etc/overlaybd/overlaybd.json if it exists).") var config: String?
+
+    func run() throws {
+        try runReportingErrors {
+            let global = try GlobalConfig.load(path: config)
+            let image = try Image.open(configPath: imageConfig, global: global, writable: true)
+            defer { image.close() }
+            guard image.stack.isWritable else { throw CLIError("\(imageConfig): needs an 'upper' layer to write into") }
+            if mkfs {
+                try Ext4Maker.make(on: image.stack, uuid: try uuid.map { try parseUUID($0, flag: "--uuid").description }
+                                       ?? MkfsCommand.defaultUUID(size: image.stack.size),
+                                   epoch: epoch, scratch: Paths.directory(of: imageConfig))
+            }
+            let fs = try Ext4Filesystem(file: image.stack, epoch: epoch)
+            let result = try TarApplier(fs: fs).apply(LocalFile(path: input))
+            if let checksum, checksum != result.digest {
+                throw CLIError("\(input): sha256 is \(result.digest), expected \(checksum); the upper layer was written and must be discarded")
+            }
+            try fs.close()
+            try image.stack.flush()
+            print("applied \(result.entries) entries (\(result.whiteouts) whiteouts, \(result.bytes) data bytes) from \(input) [\(result.digest)]")
+        }
+    }
+}
+
+struct MkfsCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "mkfs",
+        abstract: "Make an empty ext4 (overlaybd's userspace profile) on an image's disk, without root.")
+
+    @Argument(help: "Image config (config.v1.json) with an upper layer.") var imageConfig: String
+    @Option(name: .long, help: "File system UUID, also the directory hash seed (default: derived from the disk size).") var uuid: String?
+    @Option(name: .long, help: "Seconds since 1970 for the superblock times (default 0).") var epoch: Int64 = 0
+    @Option(name: .long, help: "Global overlaybd.json.") var config: String?
+
+    static func defaultUUID(size: UInt64) -> String {
+        let hex = SHA256Hex.of(Array("obd-mkfs:\(size)".utf8))
+        let h = Array(hex.prefix(32))
+        return String(h[0..<8]) + "-" + String(h[8..<12]) + "-" + String(h[12..<16]) + "-" + String(h[16..<20]) + "-" + String(h[20..<32])
+    }
+
+    func run() throws {
+        try runReportingErrors {
+            let image = try Image.open(configPath: imageConfig, global: GlobalConfig.load(path: config), writable: true)
+            defer { image.close() }
+            guard image.stack.isWritable else { throw CLIError("\(imageConfig): needs an 'upper' layer to write into") }
+            let id = try uuid.map { try parseUUID($0, flag: "--uuid").description } ?? Self.defaultUUID(size: image.stack.size)
+            try Ext4Maker.make(on: image.stack, uuid: id, epoch: epoch, scratch: Paths.directory(of: imageConfig))
+            try image.stack.flush()
+        }
+    }
+}
