@@ -12,6 +12,9 @@ final class HTTPTransport: @unchecked Sendable {
         var headers: [String] = []
         var range: Range<UInt64>?
         var timeoutMilliseconds = 30_000
+        /// Request body (uploads), sent with the method given; the caller keeps it alive
+        /// until `perform` returns.
+        var body: UnsafeRawBufferPointer?
     }
 
     struct Response {
@@ -91,6 +94,10 @@ final class HTTPTransport: @unchecked Sendable {
                                     obd_curl_setopt_long(c, CURLOPT_NOBODY, 1)
                                 } else if request.method != "GET" {
                                     obd_curl_setopt_ptr(c, CURLOPT_CUSTOMREQUEST, method)
+                                }
+                                if let body = request.body {
+                                    obd_curl_setopt_off(c, CURLOPT_POSTFIELDSIZE_LARGE, curl_off_t(body.count))
+                                    obd_curl_setopt_ptr(c, CURLOPT_POSTFIELDS, body.baseAddress ?? UnsafeRawPointer(("" as StaticString).utf8Start))
                                 }
                                 if rangeText != nil { obd_curl_setopt_ptr(c, CURLOPT_RANGE, range) }
                                 obd_curl_setopt_ptr(c, CURLOPT_HTTPHEADER, headers.map { UnsafeRawPointer($0) })

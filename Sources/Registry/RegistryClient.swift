@@ -117,6 +117,65 @@ public final class RegistryClient: @unchecked Sendable {
         return r.copied
     }
 
+    /// Whether the repository has the blob (HEAD).
+    public func hasBlob(repository: String, digest: String, push: Bool = false) throws -> Bool {
+        let url = blobURL(repository: repository, digest: digest)
+        let r = try send(url: url, repository: repository, method: "HEAD", followRedirects: true, push: push)
+        if r.status == 404 { return false }
+        try check(r, url)
+        return true
+    }
+
+    /// Uploads a blob (one monolithic PUT), unless the repository has it already or a
+    /// cross-repository mount from `mountFrom` (same registry) provides it.
+    /// Returns true when bytes were sent.
+    @discardableResult
+    public func pushBlob(repository: String, digest: String, bytes: [UInt8], mountFrom: String? = nil) throws -> Bool {
+        if try hasBlob(repository: repository, digest: digest, push: true) { return false }
+        var start = base + repository + "/blobs/uploads/"
+        if let from = mountFrom { start += "?mount=\(Self.percentEncode(digest))&from=\(Self.percentEncode(from))" }
+        let empty: [UInt8] = []
+        let r = try empty.withUnsafeBytes { try send(url: start, repository: repository, method: "POST", body: $0, push: true) }
+        if r.status == 201 { return false }   // mounted
+        guard r.status == 202, let loc = r.headers["location"] else {
+            try check(r, start)
+            throw RegistryError.badResponse(url: start, detail: "upload start answered \(r.status) without a Location")
+        }
+        let put = absolute(loc, relativeTo: start) + (loc.contains("?") ? "&" : "?") + "digest=" + Self.percentEncode(digest)
+        let done = try bytes.withUnsafeBytes {
+            try send(url: put, repository: repository, method: "PUT",
+                     headers: ["Content-Type: application/octet-stream"], body: $0, push: true)
+        }
+        guard done.status == 201 else {
+            try check(done, put)
+            throw RegistryError.badResponse(url: put, detail: "blob upload answered \(done.status)")
+        }
+        return true
+    }
+
+    /// Stores a manifest (or index) under `reference` (a tag or its digest).
+    public func pushManifest(repository: String, reference: String, bytes: [UInt8], mediaType: String) throws {
+        let url = base + repository + "/manifests/" + reference
+        let r = try bytes.withUnsafeBytes {
+            try send(url: url, repository: repository, method: "PUT", headers: ["Content-Type: " + mediaType], body: $0, push: true)
+        }
+        guard r.status == 201 || r.status == 200 else {
+            try check(r, url)
+            throw RegistryError.badResponse(url: url, detail: "manifest upload answered \(r.status)")
+        }
+    }
+
+    /// Fetches a whole blob into memory (configs), checking its digest.
+    public func blob(repository: String, digest: String, limit: Int = 64 << 20) throws -> [UInt8] {
+        let url = blobURL(repository: repository, digest: digest)
+        let r = try send(url: url, repository: repository, followRedirects: true)
+        try check(r, url)
+        if digest.hasPrefix("sha256:"), "sha256:" + SHA256Hex.of(r.body) != digest {
+            throw RegistryError.badResponse(url: url, detail: "content does not match its digest")
+        }
+        return r.body
+    }
+
     private func check(_ r: HTTPTransport.Response, _ url: String) throws {
         switch r.status {
         case 200, 206: return
@@ -139,8 +198,9 @@ public final class RegistryClient: @unchecked Sendable {
     /// one deadline for the whole operation, as overlaybd does.
     private func send(url: String, repository: String, method: String = "GET", headers: [String] = [],
                       followRedirects: Bool = false, range: Range<UInt64>? = nil,
-                      target: UnsafeMutableRawBufferPointer? = nil) throws -> HTTPTransport.Response {
-        let scope = "repository:\(repository):pull"
+                      target: UnsafeMutableRawBufferPointer? = nil, body: UnsafeRawBufferPointer? = nil,
+                      push: Bool = false) throws -> HTTPTransport.Response {
+        let scope = "repository:\(repository):" + (push ? "pull,push" : "pull")
         let deadline = now() + Double(options.timeoutSeconds)
         var attempt = 0
         var authRetried = false
@@ -160,7 +220,7 @@ public final class RegistryClient: @unchecked Sendable {
             let remaining = deadline - now()
             guard remaining > 0 else { throw RegistryError.timeout(url: HTTPTransport.redact(url)) }
             var request = HTTPTransport.Request(url: target0, method: method, headers: headers + [userAgent], range: range,
-                                                timeoutMilliseconds: Int(remaining * 1000) + 1)
+                                                timeoutMilliseconds: Int(remaining * 1000) + 1, body: body)
             let sameHost = target0 == url || target0.hasPrefix(base)
             if sameHost, let auth = authorization(scope: scope, repository: repository) { request.headers.append(auth) }
             let response: HTTPTransport.Response

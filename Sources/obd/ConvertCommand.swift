@@ -1,0 +1,125 @@
+import ArgumentParser
+import BlockIO
+import Convert
+import FoundationEssentials
+import Glibc
+import Image
+import Registry
+import ZFile
+
+struct ConvertCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "convert",
+        abstract: "Convert an OCI/Docker image into an obd (overlaybd) image, in userspace, and push it.",
+        discussion: """
+            SOURCE and TARGET are registry references (host[:port]/repo[:tag][@digest]) or OCI layout \
+            folders (oci:PATH[:TAG]). Every platform of an index is converted (attestations skipped). \
+            No root, loop device, TCMU or kernel module is needed. The same input converts to the same \
+            bytes every time. Credentials come from the global config's credential file, or --username.
+            """)
+
+    @Argument(help: "Source image.") var source: String
+    @Argument(help: "Target image (ignored with --no-upload).") var target: String
+    @Option(name: .long, help: "Virtual disk size in GiB.") var vsize: UInt64 = 64
+    @Option(name: .long, help: "ZFile algorithm: lz4 or zstd.") var algorithm = "lz4"
+    @Option(name: .long, help: "ZFile block size in KiB (4, 8, 16, 32, 64).") var bs = 4
+    @Flag(name: .long, help: "OCI media types (default: docker v2, as ACI's convertor).") var oci = false
+    @Flag(name: [.customLong("plain-http"), .customLong("plain")], help: "Plain HTTP to the registries.") var plainHTTP = false
+    @Flag(name: .long, help: "Do not verify TLS certificates.") var insecure = false
+    @Option(name: [.customShort("u"), .customLong("username")], help: "user[:password] for both registries.") var username: String?
+    @Option(name: [.customLong("concurrency"), .customLong("concurrency-limit")], help: "Platform manifests converted at once.") var concurrency = 4
+    @Option(name: [.customShort("d"), .customLong("dir"), .customLong("workdir")], help: "Work folder.") var workdir = "tmp_conv"
+    @Option(name: .long, help: "Conversion cache folder for layer reuse (default: ~/.cache/obd/convert; 'none' turns it off).") var cacheDir: String?
+    @Flag(name: .long, help: "Keep the work folder.") var reserve = false
+    @Flag(name: .long, help: "Do not push; with --dump-manifest the result stays in the work folder.") var noUpload = false
+    @Flag(name: .long, help: "Write manifest.json and config.json (and index.json) into the work folder.") var dumpManifest = false
+    @Flag(name: .long, help: "Progress as JSON lines on stdout.") var json = false
+    @Option(name: .long, help: "Global overlaybd.json (credentials).") var config: String?
+
+    func run() throws {
+        try runReportingErrors {
+            guard let alg = ZFileAlgorithm(name: algorithm) else { throw CLIError("--algorithm: '\(algorithm)' is not lz4 or zstd") }
+            guard [4, 8, 16, 32, 64].contains(bs) else { throw CLIError("--bs: \(bs) KiB is not 4, 8, 16, 32 or 64") }
+            guard (1...65536).contains(vsize) else { throw CLIError("--vsize: \(vsize) GiB is out of range") }
+            guard (1...64).contains(concurrency) else { throw CLIError("--concurrency: \(concurrency) is not between 1 and 64") }
+            var options = ConvertOptions()
+            options.vsizeGiB = vsize
+            options.zfile = ZFileOptions(algorithm: alg, blockSize: bs * 1024, verify: true, threads: 2, overwriteHeader: true)
+            options.oci = oci
+            options.workdir = workdir
+            options.reserve = reserve
+            options.dumpManifest = dumpManifest
+            options.concurrency = concurrency
+            if cacheDir != "none" {
+                options.cacheDir = cacheDir ?? ((getenv("HOME").map { String(cString: $0) } ?? "/tmp") + "/.cache/obd/convert")
+            }
+            let global = try GlobalConfig.load(path: config)
+            var creds = try CredentialStore.load(path: global.credentialFile)
+            if let username {
+                let parts = username.split(separator: ":", maxSplits: 1)
+                let c = Credential(username: String(parts[0]), password: parts.count > 1 ? String(parts[1]) : "")
+                creds.entries.insert(contentsOf: [(try host(source) ?? "", c), (try host(target) ?? "", c)].filter { !$0.0.isEmpty }, at: 0)
+            }
+            func store(_ text: String) throws -> any ImageSource & ImageTarget {
+                switch try ImageLocation(parsing: text) {
+                case let .layout(path, tag): return LayoutStore(path: path, tag: tag)
+                case let .registry(ref):
+                    var o = RegistryOptions(plainHTTP: plainHTTP, insecure: insecure, credentials: creds)
+                    o.timeoutSeconds = global.registryConfig.timeoutSeconds
+                    return RegistryStore(client: RegistryClient(host: ref.host, options: o), reference: ref)
+                }
+            }
+            let src = try store(source)
+            let dst: (any ImageTarget)? = noUpload ? nil : try store(target)
+            var tag: String?
+            switch try ImageLocation(parsing: target) {
+            case let .layout(_, t): tag = t
+            case let .registry(r): tag = r.tag ?? r.digest
+            }
+            let bar = ConvertProgress(json: json)
+            let converter = try Converter(source: src, target: dst, tag: tag, options: options) { bar.show($0) }
+            let started = monotonicNow()
+            let r = try converter.run()
+            let summary = "converted \(source) -> \(noUpload ? "(not uploaded)" : target): \(r.manifests.count) manifest(s), \(r.layersBuilt) layer(s) built, \(r.layersReused) reused, \(r.blobsUploaded) blob(s) uploaded, \(r.blobsPresent) already present, root \(r.rootDigest) in \(String(format2: monotonicNow() - started)) s"
+            if json {
+                print(#"{"event":"summary","root":"\#(r.rootDigest)","manifests":\#(r.manifests.count),"built":\#(r.layersBuilt),"reused":\#(r.layersReused),"uploaded":\#(r.blobsUploaded),"present":\#(r.blobsPresent),"layers":[\#(r.layerDigests.map { "\"\($0)\"" }.joined(separator: ","))]}"#)
+            } else {
+                print(summary)
+                for d in r.layerDigests { print("layer \(d)") }
+            }
+        }
+    }
+
+    func host(_ text: String) throws -> String? {
+        if case let .registry(r) = try ImageLocation(parsing: text) { return r.host }
+        return nil
+    }
+}
+
+/// Per-layer progress: one updating line on a terminal, plain lines otherwise, or JSON.
+final class ConvertProgress: @unchecked Sendable {
+    let json: Bool
+    let tty = isatty(2) != 0
+    private var mutex = pthread_mutex_t()
+
+    init(json: Bool) {
+        self.json = json
+        pthread_mutex_init(&mutex, nil)
+    }
+
+    func show(_ e: ConvertEvent) {
+        pthread_mutex_lock(&mutex)
+        defer { pthread_mutex_unlock(&mutex) }
+        if json {
+            print(#"{"event":"\#(e.stage.rawValue)","manifest":"\#(e.manifest)","layer":\#(e.layer),"layers":\#(e.layers),"detail":"\#(e.detail)"}"#)
+            return
+        }
+        let what = e.stage == .upload ? "upload \(e.detail)" : e.stage == .done ? "done" : "\(e.manifest) layer \(e.layer + 1)/\(e.layers): \(e.stage.rawValue)"
+        if tty {
+            let width = 30, filled = e.layers > 0 ? (e.layer * width) / e.layers : width
+            writeStandardError("\r[" + String(repeating: "#", count: filled) + String(repeating: ".", count: width - filled) + "] " + what + "\u{1B}[K" + (e.stage == .done ? "\n" : ""))
+        } else {
+            writeStandardError("convert: " + what + "\n")
+        }
+    }
+}
