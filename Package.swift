@@ -89,7 +89,8 @@ let package = Package(
         .testTarget(name: "RegistryTests", dependencies: ["Registry", "BlockIO", "TestSupport"]),
         .testTarget(name: "NBDTests", dependencies: ["NBD", "LSMT", "BlockIO", "TestSupport"]),
         .testTarget(name: "CLITests", dependencies: ["BlockIO", "TestSupport"]),
-        .testTarget(name: "ConvertTests", dependencies: ["Convert", "LSMT", "ZFile", "BlockIO", "Registry", "TestSupport"]),
+        .testTarget(name: "ConvertTests", dependencies: ["Convert", "LSMT", "ZFile", "BlockIO", "Registry", "Image", "TestSupport"],
+                    exclude: ["Fixtures"]),
     ],
     swiftLanguageModes: [.v6]
 )

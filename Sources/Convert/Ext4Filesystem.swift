@@ -49,11 +49,11 @@ public final class Ext4Filesystem {
 
     public static let root = ext2_ino_t(EXT2_ROOT_INO)
 
-    /// Opens the file system in `file` for reading and writing.
-    public init(file: any BlockFile, epoch: Int64) throws {
+    /// Opens the file system in `file` for reading and writing (or only reading).
+    public init(file: any BlockFile, epoch: Int64, writable: Bool = true) throws {
         channel = Ext2BlockIO.register(file)
         var handle: ext2_filsys?
-        let flags = EXT2_FLAG_RW | EXT2_FLAG_64BITS
+        let flags = (writable ? EXT2_FLAG_RW : 0) | EXT2_FLAG_64BITS
         let rc = ext2fs_open2(channel, nil, flags, 0, 0, Ext2BlockIO.manager, &handle)
         guard rc == 0, let handle else {
             Ext2BlockIO.unregister(channel)
