@@ -105,7 +105,7 @@ public final class Converter: @unchecked Sendable {
             try runBounded(wanted.map { $0.offset }, limit: options.concurrency) { i in
                 let d = children[i]
                 guard let digest = d["digest"]?.string else { throw ConvertError.source("index entry \(i) has no digest") }
-                let b = try self.convertManifest(self.source.small(digest), name: "\(i)-" + digest.suffix(12), platform: d["platform"])
+                let b = try self.convertManifest(self.source.manifest(digest), name: "\(i)-" + digest.suffix(12), platform: d["platform"])
                 self.lock.run { slots.built[i] = b }
             } onError: { failure = $0 }
             if let failure { throw failure }

@@ -35,7 +35,9 @@ public enum ImageLocation: Sendable, CustomStringConvertible {
 public protocol ImageSource: Sendable {
     /// The manifest or index the reference names, with its media type.
     func root() throws -> (bytes: [UInt8], mediaType: String)
-    /// A manifest or config blob by digest (digest-checked).
+    /// A manifest by digest (digest-checked).
+    func manifest(_ digest: String) throws -> [UInt8]
+    /// A small blob (a config) by digest (digest-checked).
     func small(_ digest: String) throws -> [UInt8]
     /// A layer blob as a file (downloaded into `scratch` when remote; digest checked by the caller).
     func layer(_ descriptor: Descriptor, scratch: String) throws -> any BlockFile
@@ -74,6 +76,8 @@ public struct LayoutStore: ImageSource, ImageTarget {
         guard let d = pick, let digest = d["digest"]?.string else { throw ConvertError.source("oci:\(path): no manifest tagged '\(tag)'") }
         return (try small(digest), d["mediaType"]?.string ?? "")
     }
+
+    public func manifest(_ digest: String) throws -> [UInt8] { try small(digest) }
 
     public func small(_ digest: String) throws -> [UInt8] {
         let bytes = try readAll(blobPath(digest))
@@ -143,11 +147,14 @@ public struct RegistryStore: ImageSource, ImageTarget {
         return (m.bytes, m.mediaType)
     }
 
+    public func manifest(_ digest: String) throws -> [UInt8] {
+        let m = try client.manifest(repository: reference.repository, reference: digest)
+        guard "sha256:" + SHA256Hex.of(m.bytes) == digest else { throw ConvertError.source("\(reference): manifest \(digest) does not match its digest") }
+        return m.bytes
+    }
+
     public func small(_ digest: String) throws -> [UInt8] {
-        if let m = try? client.manifest(repository: reference.repository, reference: digest), "sha256:" + SHA256Hex.of(m.bytes) == digest {
-            return m.bytes
-        }
-        return try client.blob(repository: reference.repository, digest: digest)
+        try client.blob(repository: reference.repository, digest: digest)
     }
 
     public func layer(_ descriptor: Descriptor, scratch: String) throws -> any BlockFile {
