@@ -1,15 +1,16 @@
 #!/usr/bin/env bash
-# The obd demo: builds a layered, compressed image from scratch with the CLI, reads it
-# back and shows what it did. Needs no root, loop device or kernel module.
+# The obd demo: convert a real OCI image and serve it, with no root, loop device or
+# kernel module.
 #
-#   layer 1: an ext4 filesystem (made in userspace by mke2fs -d from sample files)
-#            written into a writable layer, committed as LZ4 ZFile in a tar wrapper
-#   layer 2: the same filesystem with a file changed and one added (debugfs -w),
-#            written on top (only changed blocks land), committed as zstd ZFile
-#   then:    the two-layer stack is exported, and files are read back out of it
+#   1. a sample image (two tar.gz layers built from sample files; the second changes a
+#      file and deletes one with an OCI whiteout) is pushed with skopeo into Debian's
+#      docker-registry, started here on loopback with its own config
+#   2. obd convert pulls it, applies each layer to an ext4 in userspace, commits obd
+#      layers (LZ4 ZFile, tar-wrapped) and pushes the converted image to the registry
+#   3. an image config with remote lowers (digest + repoBlobUrl) reads the converted
+#      image lazily from the registry through obd's cache; files are read back out
 set -euo pipefail
 cd "$(dirname "$0")/.."
-ROOT=$PWD
 tools/install-deps.sh >/dev/null
 echo "== building obd (release)"
 swift build -c release --product obd 2>&1 | tail -1
@@ -21,56 +22,73 @@ mkdir -p "$W"
 echo "== working in $W"
 step() { echo; echo "\$ $*"; "$@"; }
 
-# Sample files: text, a binary and a little tree.
-mkdir -p "$W/rootfs/etc" "$W/rootfs/usr/share/doc" "$W/rootfs/data"
-echo "obd-demo" > "$W/rootfs/etc/hostname"
-for i in $(seq 1 4000); do echo "$i: obd stores images as block-level layers, compressed with random access."; done > "$W/rootfs/usr/share/doc/README.txt"
-head -c 1048576 /dev/urandom > "$W/rootfs/data/random.bin"
-cp "$OBD" "$W/rootfs/usr/obd-binary"
+# 1. The sample image.
+mkdir -p "$W/l1/etc" "$W/l1/usr/share/doc" "$W/l1/data" "$W/l2/etc" "$W/l2/data"
+echo "obd-demo" > "$W/l1/etc/hostname"
+echo "temporary" > "$W/l1/data/obsolete.txt"
+for i in $(seq 1 4000); do echo "$i: obd stores images as block-level layers, compressed with random access."; done > "$W/l1/usr/share/doc/README.txt"
+head -c 1048576 /dev/urandom > "$W/l1/data/random.bin"
+cp "$OBD" "$W/l1/data/obd-binary"
+echo "obd-demo, layer 2" > "$W/l2/etc/hostname"
+echo "added in layer 2" > "$W/l2/data/added.txt"
+touch "$W/l2/data/.wh.obsolete.txt"
+mkdir -p "$W/src/blobs/sha256"
+put() { h=$(sha256sum "$1" | cut -d' ' -f1); cp "$1" "$W/src/blobs/sha256/$h"; echo "$h"; }
+diffs="" layers=""
+for n in 1 2; do
+  tar --numeric-owner --owner=0 --group=0 -C "$W/l$n" -cf "$W/layer$n.tar" .
+  gzip -n -c "$W/layer$n.tar" > "$W/layer$n.tar.gz"
+  h=$(put "$W/layer$n.tar.gz")
+  diffs="$diffs${diffs:+,}\"sha256:$(sha256sum "$W/layer$n.tar" | cut -d' ' -f1)\""
+  layers="$layers${layers:+,}{\"mediaType\":\"application/vnd.oci.image.layer.v1.tar+gzip\",\"digest\":\"sha256:$h\",\"size\":$(stat -c %s "$W/layer$n.tar.gz")}"
+done
+printf '{"architecture":"amd64","os":"linux","config":{"Cmd":["/bin/sh"]},"rootfs":{"type":"layers","diff_ids":[%s]}}' "$diffs" > "$W/config.json"
+hc=$(put "$W/config.json")
+printf '{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"sha256:%s","size":%s},"layers":[%s]}' \
+  "$hc" "$(stat -c %s "$W/config.json")" "$layers" > "$W/manifest.json"
+hm=$(put "$W/manifest.json")
+printf '{"schemaVersion":2,"manifests":[{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"sha256:%s","size":%s,"annotations":{"org.opencontainers.image.ref.name":"v1"}}]}' \
+  "$hm" "$(stat -c %s "$W/manifest.json")" > "$W/src/index.json"
+echo '{"imageLayoutVersion":"1.0.0"}' > "$W/src/oci-layout"
 
-echo; echo "== layer 1: an ext4 image made in userspace"
-rm -f "$W/base.ext4"
-mke2fs -q -t ext4 -b 4096 -O ^has_journal -E root_owner=0:0 -d "$W/rootfs" "$W/base.ext4" 64M
-rm -rf "$W/l1" "$W/l2" && mkdir -p "$W/l1" "$W/l2"
-step "$OBD" create "$W/l1/data" "$W/l1/index" 1
-printf '{"lowers":[],"upper":{"data":"data","index":"index"}}\n' > "$W/l1/config.v1.json"
-step "$OBD" write "$W/l1/config.v1.json" "$W/base.ext4"
-step "$OBD" commit -z -t --uuid 11111111-0000-0000-0000-000000000001 -m "demo layer 1" "$W/l1/data" "$W/l1/index" "$W/l1/layer.tar"
+echo; echo "== a local registry (docker-registry on 127.0.0.1, its own config)"
+port=$((20000 + RANDOM % 20000))
+printf 'version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: %s\nhttp:\n  addr: 127.0.0.1:%s\n  secret: obd-demo\n' "$W/registry" "$port" > "$W/registry.yml"
+docker-registry serve "$W/registry.yml" > "$W/registry.log" 2>&1 &
+rpid=$!
+trap 'kill $rpid 2>/dev/null; wait $rpid 2>/dev/null || true' EXIT
+for _ in $(seq 100); do curl -s -o /dev/null "http://127.0.0.1:$port/v2/" && break; sleep 0.1; done
+R=127.0.0.1:$port
+step skopeo copy --quiet --dest-tls-verify=false "oci:$W/src:v1" "docker://$R/demo/app:v1"
 
-echo; echo "== layer 2: change a file, add one; write only the changed blocks on top"
-cp "$W/base.ext4" "$W/next.ext4"
-echo "obd-demo, layer 2" > "$W/hostname2"
-echo "added in layer 2" > "$W/added.txt"
-debugfs -w "$W/next.ext4" -R "rm /etc/hostname" >/dev/null 2>&1
-debugfs -w "$W/next.ext4" -R "write $W/hostname2 /etc/hostname" >/dev/null 2>&1
-debugfs -w "$W/next.ext4" -R "write $W/added.txt /data/added.txt" >/dev/null 2>&1
-step "$OBD" create -u 11111111-0000-0000-0000-000000000001 "$W/l2/data" "$W/l2/index" 0
-printf '{"lowers":[{"file":"../l1/layer.tar"}],"upper":{"data":"data","index":"index"}}\n' > "$W/l2/config.v1.json"
-step "$OBD" write "$W/l2/config.v1.json" "$W/next.ext4"
-step "$OBD" commit -z --algorithm zstd --bs 16 --uuid 11111111-0000-0000-0000-000000000002 -m "demo layer 2" "$W/l2/data" "$W/l2/index" "$W/l2/layer.zfile"
+echo; echo "== convert it (userspace ext4, ZFile layers, pushed back)"
+step "$OBD" convert --plain-http --cache-dir "$W/convert-cache" -d "$W/work" "$R/demo/app:v1" "$R/demo/app:v1-obd"
 
-echo; echo "== the image: two lowers, bottom first"
-printf '{"lowers":[{"file":"l1/layer.tar"},{"file":"l2/layer.zfile"}]}\n' > "$W/image.json"
-step "$OBD" inspect "$W/l2/layer.zfile"
-step "$OBD" export "$W/image.json" -o "$W/disk.raw"
+echo; echo "== serve the converted image lazily from the registry"
+step "$OBD" pull --plain-http "$R/demo/app:v1-obd" | tee "$W/layers.txt"
+lowers=$(awk '{printf "%s{\"digest\":\"%s\",\"size\":%s}", (n++?",":""), $1, $2}' "$W/layers.txt")
+printf '{"repoBlobUrl":"http://%s/v2/demo/app/blobs","lowers":[%s]}\n' "$R" "$lowers" > "$W/config.v1.json"
+printf '{"cacheConfig":{"cacheType":"file","cacheDir":"%s","cacheSizeGB":1}}\n' "$W/cache" > "$W/overlaybd.json"
+step cat "$W/config.v1.json"
+step "$OBD" export "$W/config.v1.json" --config "$W/overlaybd.json" -o "$W/disk.raw"
 
-echo; echo "== reading files back out of the exported disk"
+echo; echo "== files read back out of the converted image"
 got=$(debugfs -R "cat /etc/hostname" "$W/disk.raw" 2>/dev/null)
 added=$(debugfs -R "cat /data/added.txt" "$W/disk.raw" 2>/dev/null)
+gone=$(debugfs -R "ls /data" "$W/disk.raw" 2>/dev/null | grep -c obsolete || true)
 debugfs -R "dump /data/random.bin $W/random.out" "$W/disk.raw" >/dev/null 2>&1
 echo "/etc/hostname   -> $got"
 echo "/data/added.txt -> $added"
-want=$(sha256sum < "$W/rootfs/data/random.bin" | cut -c1-64)
+echo "/data/obsolete.txt (whited out in layer 2): $([ "$gone" = 0 ] && echo gone || echo STILL THERE)"
+want=$(sha256sum < "$W/l1/data/random.bin" | cut -c1-64)
 have=$(sha256sum < "$W/random.out" | cut -c1-64)
 echo "/data/random.bin sha256 $have (original $want)"
-[ "$got" = "obd-demo, layer 2" ] && [ "$added" = "added in layer 2" ] && [ "$want" = "$have" ] || { echo "demo: FAILED: content differs" >&2; exit 1; }
-e2fsck -fn "$W/disk.raw" >/dev/null 2>&1 && echo "e2fsck: the filesystem inside the image is clean"
+[ "$got" = "obd-demo, layer 2" ] && [ "$added" = "added in layer 2" ] && [ "$gone" = 0 ] && [ "$want" = "$have" ] \
+  || { echo "demo: FAILED: content differs" >&2; exit 1; }
+e2fsck -fn "$W/disk.raw" >/dev/null 2>&1 && echo "e2fsck: the filesystem inside the converted image is clean"
 
 echo; echo "== what it took"
-raw=$(stat -c %s "$W/base.ext4")
-printf "%-34s %12s bytes\n" "ext4 image (layer 1 input)" "$raw" \
-  "layer 1 (LZ4 ZFile, tar-wrapped)" "$(stat -c %s "$W/l1/layer.tar")" \
-  "layer 2 (zstd ZFile, only changes)" "$(stat -c %s "$W/l2/layer.zfile")" \
-  "exported disk, apparent size" "$(stat -c %s "$W/disk.raw")" \
-  "exported disk, allocated" "$(( $(stat -c %b "$W/disk.raw") * 512 ))"
+printf "%-40s %12s bytes\n" "source layers (tar.gz)" "$(( $(stat -c %s "$W/layer1.tar.gz") + $(stat -c %s "$W/layer2.tar.gz") ))" \
+  "converted obd layers (LZ4 ZFile)" "$(awk '{s+=$2} END {print s}' "$W/layers.txt")" \
+  "registry cache used by the lazy reads" "$(du -sb "$W/cache" | cut -f1)"
 echo; echo "demo: OK (files in $W)"

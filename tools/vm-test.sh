@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # VM integration tests with a real kernel (QEMU guest, TCG): see tools/vm/.
-#   tools/vm-test.sh [nbd] [virtio] [tcmu] [remote]     (default: all)
+#   tools/vm-test.sh [nbd] [virtio] [tcmu] [remote] [convert]     (default: all)
 # Needs the reference files (../shared/testdata/overlaybd-ref or $OBD_REFERENCE_DIR).
 # VM tests run one at a time (2 cores).
 set -euo pipefail
@@ -29,7 +29,7 @@ printf '{"lowers":[{"file":"%s"},{"file":"%s"}],"resultFile":"result-ro"}\n' "$L
 printf '{"lowers":[{"file":"%s"},{"file":"missing.commit"}],"resultFile":"result-bad"}\n' "$L/l1/layer1.commit" > "$W/bad.json"
 
 tests=("$@")
-[ ${#tests[@]} -gt 0 ] || tests=(nbd virtio tcmu remote)
+[ ${#tests[@]} -gt 0 ] || tests=(nbd virtio tcmu remote convert)
 status=0
 for t in "${tests[@]}"; do
   echo "== vm test: $t"
@@ -64,6 +64,21 @@ for t in "${tests[@]}"; do
       out=$(VM_LOG=$W/console-remote.log tools/vm/run.sh tools/vm/guest-remote.sh "$TCMU" "$TOKENSRV" "$R" 2>&1) || true
       echo "$out" | grep -E "^(==|REMOTE-|wrong credentials|GUEST-)" || true
       echo "$out" | grep -q GUEST-REMOTE-OK || { echo "$out" | tail -30; echo "vm-test: FAIL: remote"; status=1; }
+      ;;
+    convert)
+      # obd convert of the fixture layers; the guest mounts the result with its ext4.
+      C=$W/convert PY=$ROOT/Tests/ConvertTests/Fixtures/layers.py
+      mkdir -p "$C"
+      python3 "$PY" make "$C/layers" >/dev/null
+      python3 "$PY" oci "$C/src" "$C/layers/base.tar" "$C/layers/update.tar.gz" "$C/layers/sparse.tar.zst"
+      "$OBD" convert --vsize 4 --cache-dir none -d "$C/work" "oci:$C/src:v1" "oci:$C/out:v1" > "$C/convert.log" 2>&1 \
+        || { cat "$C/convert.log"; echo "vm-test: FAIL: convert"; status=1; continue; }
+      python3 "$PY" model "$C/layers/base.tar" "$C/layers/update.tar.gz" "$C/layers/sparse.tar.zst" > "$C/model.tsv"
+      lowers=$(grep '^layer ' "$C/convert.log" | awk -v d="$C/out/blobs/sha256/" '{sub("sha256:","",$2); printf "%s{\"file\":\"%s%s\"}", (n++?",":""), d, $2}')
+      printf '{"lowers":[%s],"resultFile":"result"}\n' "$lowers" > "$C/image.json"
+      out=$(VM_LOG=$W/console-convert.log tools/vm/run.sh tools/vm/guest-convert.sh "$TCMU" "$C" "$PY" 2>&1) || true
+      echo "$out" | grep -E "^(CONVERT-|e2fsck|GUEST-)" || true
+      echo "$out" | grep -q GUEST-CONVERT-OK || { echo "$out" | tail -30; echo "vm-test: FAIL: convert"; status=1; }
       ;;
     *) echo "vm-test: unknown test $t"; status=1 ;;
   esac

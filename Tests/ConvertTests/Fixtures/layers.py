@@ -2,6 +2,8 @@
 """Test layers for obd convert, and an independent model of the tree they unpack to.
 
   layers.py make OUTDIR      writes base.tar, update.tar.gz, sparse.tar.zst (and hostile/*.tar)
+  layers.py oci OUT TAR...   an OCI layout (tag v1) with these layers
+  layers.py walk DIR         the rows of a mounted tree (the VM test compares them with the model)
   layers.py model TAR...     prints the tree the layers give, applied in order with OCI
                              whiteouts, one row per path (the columns of obd's Ext4Entry.row;
                              directory sizes shown as "-")
@@ -227,8 +229,85 @@ def model(tars):
         print("\t".join(["/" + k, n["type"], "%04o" % n["mode"], str(n["uid"]), str(n["gid"]), size, str(nlink),
                          str(n["mtime"]), n.get("content", ""), " ".join(xs)]))
 
+def oci(out, tars):
+    """An OCI layout tagged v1 with these layer files (tar, .gz, .zst), bottom first."""
+    import gzip, json
+    os.makedirs(out + "/blobs/sha256", exist_ok=True)
+    def put(b):
+        h = hashlib.sha256(b).hexdigest()
+        open(out + "/blobs/sha256/" + h, "wb").write(b)
+        return h
+    layers, diffs = [], []
+    for t in tars:
+        b = open(t, "rb").read()
+        if t.endswith(".gz"):
+            raw, mt = gzip.decompress(b), "application/vnd.oci.image.layer.v1.tar+gzip"
+        elif t.endswith(".zst"):
+            raw, mt = subprocess.run(["zstd", "-dc", t], check=True, capture_output=True).stdout, "application/vnd.oci.image.layer.v1.tar+zstd"
+        else:
+            raw, mt = b, "application/vnd.oci.image.layer.v1.tar"
+        layers.append({"mediaType": mt, "digest": "sha256:" + put(b), "size": len(b)})
+        diffs.append("sha256:" + hashlib.sha256(raw).hexdigest())
+    cfg = json.dumps({"architecture": "amd64", "os": "linux", "created": "2023-11-14T22:13:20Z",
+                      "rootfs": {"type": "layers", "diff_ids": diffs}}).encode()
+    man = json.dumps({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                      "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": "sha256:" + put(cfg), "size": len(cfg)},
+                      "layers": layers}).encode()
+    hm = put(man)
+    open(out + "/oci-layout", "w").write('{"imageLayoutVersion":"1.0.0"}')
+    json.dump({"schemaVersion": 2, "manifests": [{"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": "sha256:" + hm,
+               "size": len(man), "annotations": {"org.opencontainers.image.ref.name": "v1"}}]}, open(out + "/index.json", "w"))
+
+def walk(root):
+    """Rows of a mounted tree, in the model's format (lost+found left out)."""
+    import stat
+    rows = []
+    for d, dirs, files in os.walk(root):
+        for name in dirs + files:
+            p = os.path.join(d, name)
+            rel = "/" + os.path.relpath(p, root)
+            if rel == "/lost+found":
+                continue
+            st = os.lstat(p)
+            m = st.st_mode
+            content, size = "", str(st.st_size)
+            if stat.S_ISDIR(m):
+                t, size = "directory", "-"
+            elif stat.S_ISREG(m):
+                t = "regular"
+                h = hashlib.sha256()
+                with open(p, "rb") as f:
+                    while True:
+                        b = f.read(1 << 20)
+                        if not b:
+                            break
+                        h.update(b)
+                content = "sha256=" + h.hexdigest()
+            elif stat.S_ISLNK(m):
+                t, content = "symlink", "target=" + os.readlink(p)
+            elif stat.S_ISCHR(m) or stat.S_ISBLK(m):
+                t = "chardev" if stat.S_ISCHR(m) else "blockdev"
+                content, size = "rdev=%d,%d" % (os.major(st.st_rdev), os.minor(st.st_rdev)), "0"
+            elif stat.S_ISFIFO(m):
+                t, size = "fifo", "0"
+            else:
+                t, size = "socket", "0"
+            xs = []
+            for x in sorted(os.listxattr(p, follow_symlinks=False)):
+                v = os.getxattr(p, x, follow_symlinks=False)
+                printable = all(0x20 <= b < 0x7f and b != 0x22 for b in v)
+                xs.append(x + "=" + ('"' + v.decode() + '"' if printable else "0x" + v.hex()))
+            rows.append("\t".join([rel, t, "%04o" % stat.S_IMODE(m), str(st.st_uid), str(st.st_gid), size, str(st.st_nlink),
+                                   str(int(st.st_mtime)), content, " ".join(xs)]))
+    for r in sorted(rows):
+        print(r)
+
 if __name__ == "__main__":
     if sys.argv[1] == "make":
         make(sys.argv[2])
+    elif sys.argv[1] == "oci":
+        oci(sys.argv[2], sys.argv[3:])
+    elif sys.argv[1] == "walk":
+        walk(sys.argv[2])
     else:
         model(sys.argv[2:])
