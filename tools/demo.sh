@@ -65,7 +65,8 @@ echo; echo "== convert it (userspace ext4, ZFile layers, pushed back)"
 step "$OBD" convert --plain-http --cache-dir "$W/convert-cache" -d "$W/work" "$R/demo/app:v1" "$R/demo/app:v1-obd"
 
 echo; echo "== serve the converted image lazily from the registry"
-step "$OBD" pull --plain-http "$R/demo/app:v1-obd" | tee "$W/layers.txt"
+echo; echo "\$ $OBD pull --plain-http $R/demo/app:v1-obd     # lists the converted layers"
+"$OBD" pull --plain-http "$R/demo/app:v1-obd" | tee "$W/layers.txt"
 lowers=$(awk '{printf "%s{\"digest\":\"%s\",\"size\":%s}", (n++?",":""), $1, $2}' "$W/layers.txt")
 printf '{"repoBlobUrl":"http://%s/v2/demo/app/blobs","lowers":[%s]}\n' "$R" "$lowers" > "$W/config.v1.json"
 printf '{"cacheConfig":{"cacheType":"file","cacheDir":"%s","cacheSizeGB":1}}\n' "$W/cache" > "$W/overlaybd.json"
