@@ -102,5 +102,7 @@ if Context.environment["OBD_FUZZ"] != nil {
         .executableTarget(name: "fuzz-zfile", dependencies: ["BlockIO", "ZFile"], path: "Fuzz/fuzz-zfile"),
         .executableTarget(name: "fuzz-lsmt", dependencies: ["BlockIO", "LSMT"], path: "Fuzz/fuzz-lsmt"),
         .executableTarget(name: "fuzz-config", dependencies: ["Image"], path: "Fuzz/fuzz-config"),
+        .executableTarget(name: "fuzz-tar", dependencies: ["BlockIO", "Convert"], path: "Fuzz/fuzz-tar"),
+        .executableTarget(name: "fuzz-registry", dependencies: ["Registry", "Convert"], path: "Fuzz/fuzz-registry"),
     ]
 }

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Builds the libFuzzer targets (ZFile header/jump table/tar wrapper, LSMT header/index,
-# configs) with address sanitizer and runs each for SECONDS (default 30).
+# configs, layer tar streams applied to ext4, registry JSON/references) with address sanitizer and runs each for SECONDS (default 30).
 # Seeds are made fresh with the obd CLI; crashes are kept in fuzz-artifacts/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -11,7 +11,7 @@ if [ "$SECONDS_EACH" = "0" ]; then
 fi
 SCRATCH=.build-fuzz
 export OBD_FUZZ=1
-for t in zfile lsmt config; do
+for t in zfile lsmt config tar registry; do
   swift build --scratch-path "$SCRATCH" -c debug --product "fuzz-$t" \
     -Xswiftc -sanitize=fuzzer,address -Xswiftc -parse-as-library 2>&1 | tail -1
 done
@@ -21,7 +21,7 @@ swift build -c debug --product obd >/dev/null
 OBD=$(swift build -c debug --show-bin-path)/obd
 WORK=$(mktemp -d /tmp/obd-fuzz.XXXXXX)
 trap 'rm -rf "$WORK"' EXIT
-mkdir -p "$WORK"/{zfile,lsmt,config} fuzz-artifacts
+mkdir -p "$WORK"/{zfile,lsmt,config,tar,registry} fuzz-artifacts
 # Seeds: small valid inputs of each kind.
 head -c 9000 /dev/urandom > "$WORK/in.bin"; head -c 9000 /dev/zero | tr '\0' 'o' >> "$WORK/in.bin"
 "$OBD" zfile --bs 4 "$WORK/in.bin" "$WORK/zfile/a.zfile"
@@ -30,9 +30,15 @@ head -c 9000 /dev/urandom > "$WORK/in.bin"; head -c 9000 /dev/zero | tr '\0' 'o'
 "$OBD" commit "$WORK/d" "$WORK/i" "$WORK/lsmt/empty.commit"
 printf '{"lowers":[{"file":"a"},{"dir":"b"}],"upper":{"data":"d","index":"i"},"resultFile":"r"}' > "$WORK/config/c.json"
 printf '{"cacheConfig":{"cacheDir":"/c","cacheSizeGB":1},"ioEngine":0,"logConfig":{"logLevel":1}}' > "$WORK/config/g.json"
+python3 Tests/ConvertTests/Fixtures/layers.py make "$WORK/layers" >/dev/null
+cp "$WORK/layers/update.tar.gz" "$WORK/layers/hostile/traversal.tar" "$WORK/layers/hostile/badlink.tar" "$WORK/tar/"
+head -c 12000 "$WORK/layers/base.tar" > "$WORK/tar/base-head.tar"
+printf '{"auths":{"r.example/a":{"auth":"dTpw"},"r.example":{"username":"u","password":"p"}}}' > "$WORK/registry/cred.json"
+printf '{"schemaVersion":2,"manifests":[{"digest":"sha256:00","platform":{"os":"linux","architecture":"amd64"}}]}' > "$WORK/registry/index.json"
+printf 'localhost:5000/a/b:tag@sha256:%064d' 0 > "$WORK/registry/ref.txt"
 
 status=0
-for t in zfile lsmt config; do
+for t in zfile lsmt config tar registry; do
   echo "== fuzz-$t for ${SECONDS_EACH}s"
   if ! "$BIN/fuzz-$t" -max_total_time="$SECONDS_EACH" -max_len=16384 -timeout=10 -rss_limit_mb=4096 \
        -artifact_prefix=fuzz-artifacts/ -print_final_stats=1 "$WORK/$t" 2>"$WORK/$t.log"; then

@@ -37,6 +37,9 @@ echo "== debug build with tests"
 swift build --build-tests 2>&1 | tee /tmp/obd-build-debug.log
 check_warnings /tmp/obd-build-debug.log
 
+echo "== set-up: Debian minbase root file system for the convert tests (cached outside the repo)"
+tools/make-debian-rootfs.sh
+
 echo "== tests"
 swift test --skip-build 2>&1 | tee /tmp/obd-test.log
 grep -qE "Test run with [0-9]+ tests? .*passed" /tmp/obd-test.log || { echo "test.sh: FAIL: tests did not pass" >&2; exit 1; }

@@ -1,0 +1,42 @@
+import BlockIO
+import Convert
+import Glibc
+import LSMT
+import Testing
+import TestSupport
+
+/// A real image: Debian bookworm minbase (debootstrap, made by the set-up step
+/// tools/make-debian-rootfs.sh and cached outside the repo) in two layers, converted
+/// and compared with `umoci unpack` of the same source image.
+@Suite("obd convert: Debian minbase against umoci unpack", .serialized)
+struct DebianImageTests {
+    static let cache = (getenv("OBD_TEST_CACHE").map { String(cString: $0) } ?? ((getenv("HOME").map { String(cString: $0) } ?? "/root") + "/.cache/obd-test")) + "/debian-minbase"
+    static var present: Bool { access(cache + "/rootfs.done", F_OK) == 0 }
+
+    @Test("the converted tree equals umoci's unpack; e2fsck -fn is clean",
+          .enabled(if: present || ReferenceFiles.isCI))
+    func minbase() throws {
+        try #require(Self.present, "Debian minbase not found in \(Self.cache): run tools/make-debian-rootfs.sh (tools/test.sh does)")
+        try #require(access("/usr/bin/umoci", X_OK) == 0, "umoci is missing: run tools/install-deps.sh")
+        let dir = TemporaryDirectory("obd-debian")
+        defer { dir.remove() }
+        let py = ConvertImageTests.fixtures + "/layers.py"
+        let prep = run(["/bin/sh", "-c", "gzip -n -c \(Self.cache)/layer1.tar > \(dir.file("l1.tar.gz")) && python3 \(py) oci \(dir.file("src")) \(dir.file("l1.tar.gz")) \(Self.cache)/layer2.tar"])
+        #expect(prep.status == 0, "\(prep.err)")
+        let c = run([builtProduct("obd"), "convert", "--vsize", "8", "--cache-dir", "none", "-d", dir.file("w"),
+                     "oci:\(dir.file("src")):v1", "oci:\(dir.file("out")):v1"])
+        #expect(c.status == 0, "\(c.err)")
+        let u = run(["/usr/bin/umoci", "unpack", "--image", dir.file("src") + ":v1", dir.file("bundle")])
+        #expect(u.status == 0, "\(u.err)")
+        let want = run(["/usr/bin/env", "python3", py, "walk", dir.file("bundle/rootfs")]).out.split(separator: "\n").map(String.init)
+        let (stack, digests) = try ConvertImageTests.convertedStack(dir.file("out"))
+        #expect(digests.count == 2)
+        let fs = try Ext4Filesystem(file: stack, epoch: 1, writable: false)
+        let ours = try ConvertImageTests.rows(fs)
+        try fs.close()
+        #expect(want.count > 3000)
+        #expect(ours == want, "\(Set(ours).symmetricDifference(want).sorted().prefix(20))")
+        let (rc, text) = try ApplyReferenceTests.fsck(stack, dir)
+        #expect(rc == 0, "\(text)")
+    }
+}
