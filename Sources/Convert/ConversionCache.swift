@@ -11,6 +11,8 @@ public final class ConversionCache: @unchecked Sendable {
     public let directory: String
     private let lock = ReportLock()
     private var entries: [String: (digest: String, size: UInt64)] = [:]
+    /// Where each blob was last pushed (`pushed`: `<digest> <host> <repository>` lines).
+    private var pushed: [String: (host: String, repository: String)] = [:]
 
     public init(directory: String) throws {
         self.directory = directory
@@ -21,6 +23,24 @@ public final class ConversionCache: @unchecked Sendable {
                 guard f.count == 3, let size = UInt64(f[2]) else { continue }
                 entries[String(f[0])] = (String(f[1]), size)
             }
+        }
+        if let bytes = try? readAll(directory + "/pushed") {
+            for line in String(decoding: bytes, as: UTF8.self).split(separator: "\n") {
+                let f = line.split(separator: " ")
+                if f.count == 3 { pushed[String(f[0])] = (String(f[1]), String(f[2])) }
+            }
+        }
+    }
+
+    /// The registry repository a blob was pushed to by an earlier conversion.
+    func pushedTo(_ digest: String) -> (host: String, repository: String)? { lock.run { pushed[digest] } }
+
+    func recordPush(_ digest: String, host: String, repository: String) throws {
+        try lock.run {
+            if let p = pushed[digest], p == (host, repository) { return }
+            pushed[digest] = (host, repository)
+            let f = try LocalFile(path: directory + "/pushed", mode: access(directory + "/pushed", F_OK) == 0 ? .readWrite : .createExclusive, map: false)
+            try f.writeBytes(Array("\(digest) \(host) \(repository)\n".utf8), at: f.size)
         }
     }
 

@@ -49,6 +49,7 @@ public struct ConvertReport: Sendable, Equatable {
     public var layersReused = 0
     public var blobsUploaded = 0
     public var blobsPresent = 0
+    public var blobsMounted = 0
     public var layerDigests: [String] = []
 }
 
@@ -134,14 +135,21 @@ public final class Converter: @unchecked Sendable {
         }
         // Everything built: now upload (blobs, then child manifests, then the root).
         if let target {
-            let mount = source.registryHost.flatMap { h in source.repositoryName.map { (host: h, repository: $0) } }
             var sent = Set<String>()
             for b in uploads {
                 for l in b.layers where !sent.contains(l.digest) {
                     sent.insert(l.digest)
                     progress(ConvertEvent(manifest: "", layer: 0, layers: b.layers.count, stage: .upload, detail: l.digest))
-                    let moved = try target.putBlob(l.digest, file: LocalFile(path: l.path), mountFrom: mount)
-                    lock.run { if moved { report.blobsUploaded += 1 } else { report.blobsPresent += 1 } }
+                    // A blob pushed earlier to another repository of this registry is mounted from there.
+                    let how = try target.putBlob(l.digest, file: LocalFile(path: l.path), mountFrom: cache?.pushedTo(l.digest))
+                    if let at = target.pushLocation { try cache?.recordPush(l.digest, host: at.host, repository: at.repository) }
+                    lock.run {
+                        switch how {
+                        case .uploaded: report.blobsUploaded += 1
+                        case .present: report.blobsPresent += 1
+                        case .mounted: report.blobsMounted += 1
+                        }
+                    }
                 }
                 let configDigest = "sha256:" + SHA256Hex.of(b.config)
                 let cfgPath = options.workdir + "/config-" + configDigest.suffix(64)

@@ -46,10 +46,16 @@ public protocol ImageSource: Sendable {
     var registryHost: String? { get }
 }
 
+/// How a blob reached the target.
+public enum BlobTransfer: Sendable, Equatable { case uploaded, present, mounted }
+
 /// Writes manifests and blobs to an image location.
 public protocol ImageTarget: Sendable {
-    /// Stores a blob; returns true when bytes were transferred (false: already there).
-    func putBlob(_ digest: String, file: LocalFile, mountFrom: (host: String, repository: String)?) throws -> Bool
+    /// Registry host and repository, for remembering where blobs went (nil: a folder).
+    var pushLocation: (host: String, repository: String)? { get }
+    /// Stores a blob: skipped when the target has it, mounted from `mountFrom` (another
+    /// repository of the same registry) when possible, else uploaded.
+    func putBlob(_ digest: String, file: LocalFile, mountFrom: (host: String, repository: String)?) throws -> BlobTransfer
     func putManifest(_ bytes: [UInt8], mediaType: String, tag: String?) throws
 }
 
@@ -65,6 +71,7 @@ public struct LayoutStore: ImageSource, ImageTarget {
 
     public var repositoryName: String? { nil }
     public var registryHost: String? { nil }
+    public var pushLocation: (host: String, repository: String)? { nil }
 
     func blobPath(_ digest: String) -> String { path + "/blobs/" + digest.replacingFirstColon() }
 
@@ -93,16 +100,16 @@ public struct LayoutStore: ImageSource, ImageTarget {
         return f
     }
 
-    public func putBlob(_ digest: String, file: LocalFile, mountFrom: (host: String, repository: String)?) throws -> Bool {
+    public func putBlob(_ digest: String, file: LocalFile, mountFrom: (host: String, repository: String)?) throws -> BlobTransfer {
         mkdirP(path + "/blobs/sha256")
         let dst = blobPath(digest)
-        if access(dst, F_OK) == 0 { return false }
+        if access(dst, F_OK) == 0 { return .present }
         let tmp = dst + ".tmp"
         let out = try LocalFile(path: tmp, mode: .createTruncate)
         try copyFile(file, to: out)
         try out.flush()
         guard rename(tmp, dst) == 0 else { throw ConvertError.target("rename \(tmp): \(BlockIOError.text(errno))") }
-        return true
+        return .uploaded
     }
 
     public func putManifest(_ bytes: [UInt8], mediaType: String, tag: String?) throws {
@@ -138,6 +145,7 @@ public struct RegistryStore: ImageSource, ImageTarget {
 
     public var repositoryName: String? { reference.repository }
     public var registryHost: String? { reference.host }
+    public var pushLocation: (host: String, repository: String)? { (reference.host, reference.repository) }
 
     public func root() throws -> (bytes: [UInt8], mediaType: String) {
         let m = try client.manifest(repository: reference.repository, reference: reference.reference)
@@ -166,10 +174,15 @@ public struct RegistryStore: ImageSource, ImageTarget {
         return try LocalFile(path: path)
     }
 
-    public func putBlob(_ digest: String, file: LocalFile, mountFrom: (host: String, repository: String)?) throws -> Bool {
-        let bytes = try file.readBytes(at: 0, count: Int(file.size))
-        let from = mountFrom.flatMap { $0.host == reference.host && $0.repository != reference.repository ? $0.repository : nil }
-        return try client.pushBlob(repository: reference.repository, digest: digest, bytes: bytes, mountFrom: from)
+    public func putBlob(_ digest: String, file: LocalFile, mountFrom: (host: String, repository: String)?) throws -> BlobTransfer {
+        let repo = reference.repository
+        if try client.hasBlob(repository: repo, digest: digest, push: true) { return .present }
+        if let m = mountFrom, m.host == reference.host, m.repository != repo,
+           try client.mountBlob(repository: repo, digest: digest, from: m.repository) {
+            return .mounted
+        }
+        try client.uploadBlob(repository: repo, digest: digest, bytes: try file.readBytes(at: 0, count: Int(file.size)))
+        return .uploaded
     }
 
     public func putManifest(_ bytes: [UInt8], mediaType: String, tag: String?) throws {

@@ -126,17 +126,20 @@ public final class RegistryClient: @unchecked Sendable {
         return true
     }
 
-    /// Uploads a blob (one monolithic PUT), unless the repository has it already or a
-    /// cross-repository mount from `mountFrom` (same registry) provides it.
-    /// Returns true when bytes were sent.
-    @discardableResult
-    public func pushBlob(repository: String, digest: String, bytes: [UInt8], mountFrom: String? = nil) throws -> Bool {
-        if try hasBlob(repository: repository, digest: digest, push: true) { return false }
-        var start = base + repository + "/blobs/uploads/"
-        if let from = mountFrom { start += "?mount=\(Self.percentEncode(digest))&from=\(Self.percentEncode(from))" }
+    /// Asks the registry to mount a blob from another repository of the same registry
+    /// (cross-repository mount); true if it did.
+    public func mountBlob(repository: String, digest: String, from: String) throws -> Bool {
+        let url = base + repository + "/blobs/uploads/?mount=\(Self.percentEncode(digest))&from=\(Self.percentEncode(from))"
+        let empty: [UInt8] = []
+        let r = try empty.withUnsafeBytes { try send(url: url, repository: repository, method: "POST", body: $0, push: true) }
+        return r.status == 201
+    }
+
+    /// Uploads a blob with one monolithic PUT.
+    public func uploadBlob(repository: String, digest: String, bytes: [UInt8]) throws {
+        let start = base + repository + "/blobs/uploads/"
         let empty: [UInt8] = []
         let r = try empty.withUnsafeBytes { try send(url: start, repository: repository, method: "POST", body: $0, push: true) }
-        if r.status == 201 { return false }   // mounted
         guard r.status == 202, let loc = r.headers["location"] else {
             try check(r, start)
             throw RegistryError.badResponse(url: start, detail: "upload start answered \(r.status) without a Location")
@@ -150,7 +153,6 @@ public final class RegistryClient: @unchecked Sendable {
             try check(done, put)
             throw RegistryError.badResponse(url: put, detail: "blob upload answered \(done.status)")
         }
-        return true
     }
 
     /// Stores a manifest (or index) under `reference` (a tag or its digest).

@@ -80,9 +80,9 @@ struct ConvertCommand: ParsableCommand {
             let converter = try Converter(source: src, target: dst, tag: tag, options: options) { bar.show($0) }
             let started = monotonicNow()
             let r = try converter.run()
-            let summary = "converted \(source) -> \(noUpload ? "(not uploaded)" : target): \(r.manifests.count) manifest(s), \(r.layersBuilt) layer(s) built, \(r.layersReused) reused, \(r.blobsUploaded) blob(s) uploaded, \(r.blobsPresent) already present, root \(r.rootDigest) in \(String(format2: monotonicNow() - started)) s"
+            let summary = "converted \(source) -> \(noUpload ? "(not uploaded)" : target): \(r.manifests.count) manifest(s), \(r.layersBuilt) layer(s) built, \(r.layersReused) reused, \(r.blobsUploaded) blob(s) uploaded, \(r.blobsMounted) mounted, \(r.blobsPresent) already present, root \(r.rootDigest) in \(String(format2: monotonicNow() - started)) s"
             if json {
-                print(#"{"event":"summary","root":"\#(r.rootDigest)","manifests":\#(r.manifests.count),"built":\#(r.layersBuilt),"reused":\#(r.layersReused),"uploaded":\#(r.blobsUploaded),"present":\#(r.blobsPresent),"layers":[\#(r.layerDigests.map { "\"\($0)\"" }.joined(separator: ","))]}"#)
+                print(#"{"event":"summary","root":"\#(r.rootDigest)","manifests":\#(r.manifests.count),"built":\#(r.layersBuilt),"reused":\#(r.layersReused),"uploaded":\#(r.blobsUploaded),"mounted":\#(r.blobsMounted),"present":\#(r.blobsPresent),"layers":[\#(r.layerDigests.map { "\"\($0)\"" }.joined(separator: ","))]}"#)
             } else {
                 print(summary)
                 for d in r.layerDigests { print("layer \(d)") }

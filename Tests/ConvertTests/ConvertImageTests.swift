@@ -174,4 +174,40 @@ struct ConvertImageTests {
         #expect(paths.contains("/escape.txt") && paths.contains("/abs/path.txt") && paths.contains("/b/c.txt"), "\(paths)")
         try fs.close()
     }
+
+    @Test("a multi-platform index converts every platform (attestations dropped) into an index")
+    func index() throws {
+        let dir = TemporaryDirectory("obd-convert")
+        defer { dir.remove() }
+        let src = try Self.makeLayers(dir)
+        // Wrap the manifest in an index: amd64 and arm64 (same layers) and an attestation.
+        let top = try JSONValue.parse(Array(readText(src.dir + "/index.json").utf8))
+        let m = try #require(top["manifests"]?.array?.first)
+        func entry(_ arch: String, attestation: Bool = false) -> JSONValue {
+            var e = m
+            e["annotations"] = attestation ? .object(["vnd.docker.reference.type": .string("attestation-manifest")]) : nil
+            e["platform"] = .object(["os": .string(attestation ? "unknown" : "linux"), "architecture": .string(attestation ? "unknown" : arch)])
+            return e
+        }
+        let index = JSONValue.object(["schemaVersion": .int(2), "mediaType": .string("application/vnd.oci.image.index.v1+json"),
+                                      "manifests": .array([entry("amd64"), entry("arm64"), entry("", attestation: true)])])
+        let bytes = try index.bytes()
+        let hex = Digest.sha256(bytes)
+        try LocalFile(path: src.dir + "/blobs/sha256/" + hex, mode: .createTruncate).writeBytes(bytes, at: 0)
+        try LocalRegistry.write(src.dir + "/index.json", #"{"schemaVersion":2,"manifests":[{"mediaType":"application/vnd.oci.image.index.v1+json","digest":"sha256:\#(hex)","size":\#(bytes.count),"annotations":{"org.opencontainers.image.ref.name":"multi"}}]}"#)
+        let r = convert(["--cache-dir", "none", "--oci", "--concurrency", "2", "-d", dir.file("w"), "oci:\(src.dir):multi", "oci:\(dir.file("out")):multi"])
+        #expect(r.status == 0, "\(r.err)")
+        let out = LayoutStore(path: dir.file("out"), tag: "multi")
+        let root = try JSONValue.parse(out.root().bytes)
+        #expect(root["mediaType"]?.string == "application/vnd.oci.image.index.v1+json")
+        let children = root["manifests"]?.array ?? []
+        #expect(children.compactMap { $0["platform"]?["architecture"]?.string } == ["amd64", "arm64"])
+        let layerLists = try children.map { c -> [String] in
+            let mb = try out.manifest(c["digest"]?.string ?? "")
+            let mj = try JSONValue.parse(mb)
+            #expect(mj["mediaType"]?.string == "application/vnd.oci.image.manifest.v1+json")
+            return mj["layers"]?.array?.compactMap { $0["digest"]?.string } ?? []
+        }
+        #expect(layerLists.count == 2 && layerLists[0] == layerLists[1] && layerLists[0].count == 3)
+    }
 }

@@ -52,6 +52,12 @@ struct ConvertRegistryTests {
         #expect(sb["built"]?.int == 1 && sb["reused"]?.int == 2, "\(b.out)")
         #expect(sb["uploaded"]?.int == 1 && sb["present"]?.int == 2, "\(b.out)")
         #expect(try ConversionCache(directory: cache).count == 4)
+        // Into another repository of the same registry: nothing rebuilt, every layer mounted.
+        let c = run([obd, "convert", "--vsize", "4", "--plain-http", "-u", creds, "--cache-dir", cache, "-d", dir.file("w3"), "--json",
+                     "\(reg.host)/src/app2:v1", "\(reg.host)/obd/other:v1"])
+        #expect(c.status == 0, "\(c.err)")
+        let sc = try #require(summary(c.out))
+        #expect(sc["built"]?.int == 0 && sc["reused"]?.int == 3 && sc["mounted"]?.int == 3 && sc["uploaded"]?.int == 0, "\(c.out)")
         // The converted manifest, as a client sees it.
         let client = RegistryClient(host: reg.host, options: RegistryOptions(plainHTTP: true, credentials:
             CredentialStore(entries: [(reg.host, Credential(username: "conv", password: "conv-Pa55"))])))
