@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Runs every obd benchmark (release build) and writes the tables to
 # benchmarks/results/latest.md. Each table measures obd and its anchor in the same run
-# and prints their ratio. `benchmarks/run.sh --quick` uses smaller inputs.
+# and prints their ratio. `benchmarks/run.sh --quick` uses smaller inputs;
+# `benchmarks/run.sh NAME` runs one (zfile-read, zfile-compress, lookup, stack-read, lazy)
+# into benchmarks/results/NAME-latest.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 tools/install-deps.sh >/dev/null
@@ -9,11 +11,12 @@ swift build -c release --product obd-bench 2>&1 | tail -1
 BIN=$(swift build -c release --show-bin-path)/obd-bench
 mkdir -p benchmarks/results
 OUT=benchmarks/results/latest.md
+case "${1:-}" in -*|"") ;; *) OUT=benchmarks/results/$1-latest.md ;; esac
 {
   echo "# obd benchmarks"
   echo
   echo "Run: $(date -u +%Y-%m-%dT%H:%MZ) on $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //'); command: benchmarks/run.sh $*"
   echo
-  "$BIN" all "$@"
+  case "${1:-}" in -*|"") "$BIN" all "$@" ;; *) "$BIN" "$@" ;; esac
 } | tee "$OUT"
 echo "benchmarks: written to $OUT"
