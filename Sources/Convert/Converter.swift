@@ -273,18 +273,7 @@ public final class Converter: @unchecked Sendable {
         try out.flush()
         if !options.reserve { unlink(dir + "/writable_data"); unlink(dir + "/writable_index") }
         let done = try LocalFile(path: path)
-        var h = SHA256Stream()
-        let buf = UnsafeMutableRawBufferPointer.allocate(byteCount: 4 << 20, alignment: 4096)
-        defer { buf.deallocate() }
-        var off: UInt64 = 0
-        while off < done.size {
-            let k = Int(min(UInt64(buf.count), done.size - off))
-            let part = UnsafeMutableRawBufferPointer(rebasing: buf[0..<k])
-            try done.readExactly(into: part, at: off)
-            h.update(UnsafeRawBufferPointer(part))
-            off += UInt64(k)
-        }
-        return ("sha256:" + h.hex(), path, done.size)
+        return (try SHA256Stream.digest(of: done), path, done.size)
     }
 
     /// Seconds of an RFC 3339 time (`created`), or 0.

@@ -154,18 +154,7 @@ struct PullTarget: @unchecked Sendable {
     /// Hashes what landed; a mismatch discards it.
     func verify() throws -> Bool {
         let source: any BlockFile = cached ?? file!
-        var hasher = SHA256Stream()
-        let buf = UnsafeMutableRawBufferPointer.allocate(byteCount: 4 << 20, alignment: 4096)
-        defer { buf.deallocate() }
-        var off: UInt64 = 0
-        while off < layer.size {
-            let n = Int(min(UInt64(buf.count), layer.size - off))
-            let part = UnsafeMutableRawBufferPointer(rebasing: buf[0..<n])
-            try source.readExactly(into: part, at: off)
-            hasher.update(UnsafeRawBufferPointer(part))
-            off += UInt64(n)
-        }
-        if "sha256:" + hasher.hex() == layer.digest { return true }
+        if try SHA256Stream.digest(of: source) == layer.digest { return true }
         if let cached { cached.invalidate() }
         if let finalPath { unlink(finalPath + ".partial") }
         return false
