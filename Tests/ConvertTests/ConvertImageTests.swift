@@ -106,8 +106,12 @@ struct ConvertImageTests {
         let ino = Dictionary(list.map { ($0.path, $0.inode) }, uniquingKeysWith: { a, _ in a })
         #expect(ino["/usr/bin/tool"] == ino["/usr/lib/tool-hardlink"] && ino["/etc/hostname"] == ino["/etc/hostname-link"])
         try fs.close()
-        let (rc, text) = try ApplyReferenceTests.fsck(stack, dir)
-        #expect(rc == 0, "\(text)")
+        // e2fsck -fn on every layer stack: layer 0 alone, 0+1, 0+1+2.
+        for k in 1...digests.count {
+            let layers = try digests.prefix(k).map { try LayerOpener.open(path: dir.file("out1") + "/blobs/sha256/" + $0.dropFirst(7)) }
+            let (rc, text) = try ApplyReferenceTests.fsck(LayerStack(lowers: layers), dir)
+            #expect(rc == 0, "stack of \(k) layer(s): \(text)")
+        }
         // The 1 GiB sparse file stays sparse: the top layer holds a few blocks, not 1 GiB.
         let top = try LocalFile(path: dir.file("out1") + "/blobs/sha256/" + digests[2].dropFirst(7))
         #expect(top.size < 1 << 20)
@@ -197,6 +201,12 @@ struct ConvertImageTests {
         try LocalRegistry.write(src.dir + "/index.json", #"{"schemaVersion":2,"manifests":[{"mediaType":"application/vnd.oci.image.index.v1+json","digest":"sha256:\#(hex)","size":\#(bytes.count),"annotations":{"org.opencontainers.image.ref.name":"multi"}}]}"#)
         let r = convert(["--cache-dir", "none", "--oci", "--concurrency", "2", "-d", dir.file("w"), "oci:\(src.dir):multi", "oci:\(dir.file("out")):multi"])
         #expect(r.status == 0, "\(r.err)")
+        // ACI's spellings, --no-upload and --dump-manifest: nothing written to the target.
+        let dry = run([obd, "convert", "--vsize", "4", "--cache-dir", "none", "--oci", "--concurrency-limit", "1", "--dir", dir.file("dry"),
+                       "--reserve", "--no-upload", "--dump-manifest", "oci:\(src.dir):multi", "oci:\(dir.file("never")):multi"])
+        #expect(dry.status == 0, "\(dry.err)")
+        #expect(access(dir.file("never"), F_OK) != 0)
+        #expect(readText(dir.file("dry/index.json")) == String(decoding: try LayoutStore(path: dir.file("out"), tag: "multi").root().bytes, as: UTF8.self))
         let out = LayoutStore(path: dir.file("out"), tag: "multi")
         let root = try JSONValue.parse(out.root().bytes)
         #expect(root["mediaType"]?.string == "application/vnd.oci.image.index.v1+json")

@@ -23,8 +23,13 @@ struct DebianImageTests {
         let py = ConvertImageTests.fixtures + "/layers.py"
         let prep = run(["/bin/sh", "-c", "gzip -n -c \(Self.cache)/layer1.tar > \(dir.file("l1.tar.gz")) && python3 \(py) oci \(dir.file("src")) \(dir.file("l1.tar.gz")) \(Self.cache)/layer2.tar"])
         #expect(prep.status == 0, "\(prep.err)")
-        let c = run([builtProduct("obd"), "convert", "--vsize", "8", "--cache-dir", "none", "-d", dir.file("w"),
-                     "oci:\(dir.file("src")):v1", "oci:\(dir.file("out")):v1"])
+        // Through a registry: pushed with skopeo, converted from there.
+        let reg = try LocalRegistry()
+        let push = run(["/usr/bin/skopeo", "copy", "--quiet", "--dest-tls-verify=false", "--preserve-digests",
+                        "oci:\(dir.file("src")):v1", "docker://\(reg.host)/debian/minbase:bookworm"])
+        #expect(push.status == 0, "\(push.err)")
+        let c = run([builtProduct("obd"), "convert", "--vsize", "8", "--plain-http", "--cache-dir", "none", "-d", dir.file("w"),
+                     "\(reg.host)/debian/minbase:bookworm", "oci:\(dir.file("out")):v1"])
         #expect(c.status == 0, "\(c.err)")
         let u = run(["/usr/bin/umoci", "unpack", "--image", dir.file("src") + ":v1", dir.file("bundle")])
         #expect(u.status == 0, "\(u.err)")
