@@ -145,6 +145,10 @@ final class HTTPTransport: @unchecked Sendable {
         sink.response.status = status
         if rc != CURLE_OK && !(rc == CURLE_WRITE_ERROR && sink.response.overflow) {
             if rc == CURLE_OPERATION_TIMEDOUT { throw RegistryError.timeout(url: HTTPTransport.redact(request.url)) }
+            if rc == CURLE_PEER_FAILED_VERIFICATION || rc == CURLE_SSL_CACERT_BADFILE || rc == CURLE_SSL_CERTPROBLEM
+                || rc == CURLE_SSL_PINNEDPUBKEYNOTMATCH {
+                throw RegistryError.tlsFailed(url: HTTPTransport.redact(request.url), detail: String(cString: curl_easy_strerror(rc)))
+            }
             throw RegistryError.connectionFailed(url: HTTPTransport.redact(request.url), detail: String(cString: curl_easy_strerror(rc)))
         }
         return sink.response

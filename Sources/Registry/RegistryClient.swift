@@ -231,6 +231,7 @@ public final class RegistryClient: @unchecked Sendable {
                 response = try transport.perform(request, into: target)
             } catch let e as RegistryError {
                 RegistryMetrics.shared.errors(kind: e.kind).increment()
+                if case .tlsFailed = e { throw e }
                 if retryAllowed() { continue }
                 if now() >= deadline - 0.01 { throw RegistryError.timeout(url: HTTPTransport.redact(url)) }
                 throw e

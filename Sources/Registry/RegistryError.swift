@@ -11,12 +11,14 @@ public enum RegistryError: Error, CustomStringConvertible, Equatable {
     case timeout(url: String)
     case badCredentials(path: String)
     case tooManyRequests(url: String)
+    /// TLS verification failed: not retried (it will not get better).
+    case tlsFailed(url: String, detail: String)
 
     /// overlaybd's result-file phrase for this failure, without the URL.
     public var reason: String {
         switch self {
         case .authenticationFailed: return "Authentication failed"
-        case let .connectionFailed(_, detail): return "Connection failed (\(detail))"
+        case let .connectionFailed(_, detail), let .tlsFailed(_, detail): return "Connection failed (\(detail))"
         case .timeout: return "Get meta timedout"
         case .notFound: return "No such file or directory"
         case .tooManyRequests: return "Too many requests"
@@ -36,6 +38,7 @@ public enum RegistryError: Error, CustomStringConvertible, Equatable {
         case let .timeout(url): return "failed to open remote file \(url): Get meta timedout"
         case let .badCredentials(path): return "credential file \(path): not valid JSON of the form {\"auths\": {...}}"
         case let .tooManyRequests(url): return "failed to open remote file \(url): Too many requests"
+        case let .tlsFailed(url, detail): return "failed to open remote file \(url): Connection failed (\(detail))"
         }
     }
 }

@@ -29,6 +29,7 @@ extension RegistryError {
         case .timeout: return "timeout"
         case .badCredentials: return "credentials"
         case .tooManyRequests: return "throttled"
+        case .tlsFailed: return "tls"
         }
     }
 }

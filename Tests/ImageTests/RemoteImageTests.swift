@@ -156,4 +156,22 @@ struct RemoteImageTests {
         let again = try Self.open(f)
         #expect(!again.hasRemoteLowers)
     }
+
+    @Test("TLS: verified against the configured CA; refused without it; insecureHosts is an explicit opt-out")
+    func tls() throws {
+        let f = try RemoteImageFixture(mode: .anonymous, tls: true)
+        // No CA: the system bundle does not know the test CA.
+        try f.writeGlobal(timeoutSeconds: 20)
+        let start = monotonicSeconds()
+        do { _ = try Self.open(f); Issue.record("an unknown certificate was accepted") } catch {
+            #expect("\(error)".contains("Connection failed") && "\(error)".contains("certificate"), "\(error)")
+        }
+        #expect(monotonicSeconds() - start < 5, "a certificate failure is final, not retried until the deadline")
+        try f.writeGlobal(caFile: f.registry.caFile)
+        let image = try Self.open(f)
+        #expect(try Self.digest(image).full == RemoteImageFixture.expected.full)
+        try f.writeGlobal(cacheDir: f.dir.file("cache2"), insecureHosts: [f.registry.host])
+        let insecure = try Self.open(f)
+        #expect(try Self.digest(insecure).first == RemoteImageFixture.expected.first4MiB)
+    }
 }

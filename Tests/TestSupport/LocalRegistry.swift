@@ -10,12 +10,16 @@ public final class LocalRegistry {
     public let port: UInt16
     public let pid: pid_t
     public var host: String { "127.0.0.1:\(port)" }
+    /// The CA that signed the TLS certificate (with `tls`).
+    public var caFile: String { dir.file("ca.pem") }
 
     public struct Failure: Error, CustomStringConvertible { public let description: String }
 
     public static var available: Bool { access("/usr/bin/docker-registry", X_OK) == 0 && access("/usr/bin/skopeo", X_OK) == 0 }
 
-    public init(auth: Auth = .none) throws {
+    /// With `tls`, the registry serves HTTPS with a certificate for 127.0.0.1 signed by a
+    /// throwaway CA (`caFile`).
+    public init(auth: Auth = .none, tls: Bool = false) throws {
         port = LocalRegistry.freePort()
         var config = """
             version: 0.1
@@ -31,6 +35,27 @@ public final class LocalRegistry {
               secret: obd-test-secret
 
             """
+        if tls {
+            let d = dir.path
+            for argv in [
+                ["/usr/bin/openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout", "\(d)/ca.key",
+                 "-subj", "/CN=obd registry test CA", "-days", "2", "-out", "\(d)/ca.pem"],
+                ["/usr/bin/openssl", "req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout", "\(d)/server.key",
+                 "-subj", "/CN=127.0.0.1", "-out", "\(d)/server.csr"],
+                ["/bin/sh", "-c", "printf 'subjectAltName=IP:127.0.0.1\\n' > \(d)/san.ext"],
+                ["/usr/bin/openssl", "x509", "-req", "-in", "\(d)/server.csr", "-CA", "\(d)/ca.pem", "-CAkey", "\(d)/ca.key",
+                 "-CAcreateserial", "-days", "2", "-extfile", "\(d)/san.ext", "-out", "\(d)/server.pem"],
+            ] {
+                let r = run(argv)
+                guard r.status == 0 else { throw Failure(description: "\(argv[1]) failed: \(r.err)") }
+            }
+            config += """
+                  tls:
+                    certificate: \(d)/server.pem
+                    key: \(d)/server.key
+
+                """
+        }
         if case let .htpasswd(user, password) = auth {
             let r = run(["/usr/bin/htpasswd", "-Bbn", user, password])
             guard r.status == 0 else { throw Failure(description: "htpasswd failed: \(r.err)") }

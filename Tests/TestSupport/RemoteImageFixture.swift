@@ -24,11 +24,14 @@ public final class RemoteImageFixture {
 
     public static let user = "obd-user", password = "s3cret-Pa55word-obd"
 
-    public init(mode: Mode = .anonymous, withProxy: Bool = false) throws {
+    public let tls: Bool
+
+    public init(mode: Mode = .anonymous, withProxy: Bool = false, tls: Bool = false) throws {
+        self.tls = tls
         switch mode {
         case .anonymous:
             token = nil
-            registry = try LocalRegistry()
+            registry = try LocalRegistry(tls: tls)
         case .basic:
             token = nil
             registry = try LocalRegistry(auth: .htpasswd(user: Self.user, password: Self.password))
@@ -66,11 +69,14 @@ public final class RemoteImageFixture {
     }
 
     /// Writes overlaybd.json; `extra` adds top-level keys (JSON members without braces).
-    public func writeGlobal(refillSize: Int = 262_144, timeoutSeconds: Int = 10, cacheDir: String? = nil, extra: String = "") throws {
+    public func writeGlobal(refillSize: Int = 262_144, timeoutSeconds: Int = 10, cacheDir: String? = nil, extra: String = "",
+                            caFile: String? = nil, insecureHosts: [String] = []) throws {
+        let ca = caFile.map { #", "caFile": "\#($0)""# } ?? ""
+        let insecure = insecureHosts.isEmpty ? "" : #", "insecureHosts": [\#(insecureHosts.map { "\"\($0)\"" }.joined(separator: ","))]"#
         try LocalRegistry.write(globalPath, """
             {"cacheConfig": {"cacheType": "file", "cacheDir": "\(cacheDir ?? self.cacheDir)", "cacheSizeGB": 1, "refillSize": \(refillSize)},
              "credentialConfig": {"mode": "file", "path": "\(dir.file("cred.json"))"},
-             "registryConfig": {"timeoutSeconds": \(timeoutSeconds)}\(extra.isEmpty ? "" : ",\n" + extra)}
+             "registryConfig": {"timeoutSeconds": \(timeoutSeconds)\(ca)\(insecure)}\(extra.isEmpty ? "" : ",\n" + extra)}
             """)
     }
 
@@ -80,7 +86,7 @@ public final class RemoteImageFixture {
             #"{"digest": "\#(d.0)", "size": \#(d.1.count)\#(withDirs ? #", "dir": "\#(layerDir(i))""# : "")}"#
         }.joined(separator: ", ")
         try LocalRegistry.write(configPath, """
-            {"repoBlobUrl": "http://\(host)/v2/\(repository)/blobs", "lowers": [\(lowers)],
+            {"repoBlobUrl": "\(tls ? "https" : "http")://\(host)/v2/\(repository)/blobs", "lowers": [\(lowers)],
              "resultFile": "\(resultPath)"\(download.map { #", "download": \#($0)"# } ?? "")}
             """)
     }
