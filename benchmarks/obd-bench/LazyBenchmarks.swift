@@ -80,46 +80,54 @@ enum LazyBenchmarks {
         seq.add(["obd (cold cache, open + read all data)", fmt(obdBest, 3), fmt(mb / obdBest, 0), fmt(curlNull / obdBest)])
         seq.add(["obd (warm cache: no network)", fmt(warm, 3), fmt(mb / warm, 0), fmt(curlNull / warm)])
 
-        // Random 4 KiB reads through a proxy adding 20 ms per request.
+        // Random 4 KiB reads through a proxy adding 20 ms per request: with overlaybd's
+        // default refill unit (256 KiB) and with a small one (16 KiB).
         let proxy = try FaultProxy(upstreamPort: registry.port)
         proxy.latencyMs.store(20, ordering: .relaxed)
-        let cfg = try writeConfigs(dir: dir, host: proxy.host, digest: digest, blobSize: blob.size, cache: "\(dir)/cache-rand")
-        let openStart = now()
-        let image = try Image.open(configPath: cfg.image, global: GlobalConfig.load(from: cfg.global))
-        let openTime = now() - openStart
-        let openRequests = proxy.blobReads, openBytes = proxy.bodyBytes
-        proxy.resetCounters()
         let reads = quick ? 100 : 400
-        var rng = FastRandom(5)
-        var latencies: [Double] = []
-        var units = Set<UInt64>()
-        let small = UnsafeMutableRawBufferPointer(rebasing: buf[0..<4096])
-        for _ in 0..<reads {
-            let at = (rng.next() % (size / 4096)) * 4096
-            let t0 = now()
-            _ = try image.stack.read(into: small, at: at)
-            latencies.append(now() - t0)
-            units.insert(at / 4096)
+        var out = seq.render()
+        for refill in [262_144, 16_384] {
+            proxy.resetCounters()
+            let cfg = try writeConfigs(dir: dir, host: proxy.host, digest: digest, blobSize: blob.size,
+                                       cache: "\(dir)/cache-rand-\(refill)", refillSize: refill)
+            let openStart = now()
+            let image = try Image.open(configPath: cfg.image, global: GlobalConfig.load(from: cfg.global))
+            let openTime = now() - openStart
+            let openRequests = proxy.blobReads, openBytes = proxy.bodyBytes
+            proxy.resetCounters()
+            var rng = FastRandom(5)
+            var latencies: [Double] = []
+            var units = Set<UInt64>()
+            let small = UnsafeMutableRawBufferPointer(rebasing: buf[0..<4096])
+            for _ in 0..<reads {
+                let at = (rng.next() % (size / 4096)) * 4096
+                let t0 = now()
+                _ = try image.stack.read(into: small, at: at)
+                latencies.append(now() - t0)
+                units.insert(at / 4096)
+            }
+            latencies.sort()
+            func pct(_ p: Double) -> String { fmt(latencies[min(latencies.count - 1, Int(Double(latencies.count) * p))] * 1000, 1) }
+            var rand = Table("4 KiB random reads (QD1), proxy adds 20 ms per request; \(reads) reads, cold cache, refillSize \(refill / 1024) KiB",
+                             ["measure", "value", "minimum possible", "ratio"])
+            rand.add(["open: requests / bytes / seconds", "\(openRequests) / \(openBytes) / \(fmt(openTime, 3))", "-", "-"])
+            rand.add(["requests issued", "\(proxy.blobReads)", "\(units.count) (one per distinct 4 KiB read)",
+                      fmt(Double(proxy.blobReads) / Double(max(units.count, 1)))])
+            rand.add(["bytes fetched", "\(proxy.bodyBytes)", "\(units.count * 4096) (the 4 KiB blocks read)",
+                      fmt(Double(proxy.bodyBytes) / Double(max(units.count * 4096, 1)))])
+            rand.add(["latency p50 / p90 / p99 ms", "\(pct(0.5)) / \(pct(0.9)) / \(pct(0.99))", "20.0 (one proxied request)",
+                      fmt(latencies[latencies.count / 2] / 0.020)])
+            out += "\n" + rand.render()
         }
-        latencies.sort()
-        func pct(_ p: Double) -> String { fmt(latencies[min(latencies.count - 1, Int(Double(latencies.count) * p))] * 1000, 1) }
-        var rand = Table("4 KiB random reads (QD1), proxy adds 20 ms per request; \(reads) reads, cold cache",
-                         ["measure", "value", "minimum possible", "ratio"])
-        rand.add(["open: requests / bytes / seconds", "\(openRequests) / \(openBytes) / \(fmt(openTime, 3))", "-", "-"])
-        rand.add(["requests issued", "\(proxy.blobReads)", "\(units.count) (one per distinct 4 KiB read)",
-                  fmt(Double(proxy.blobReads) / Double(max(units.count, 1)))])
-        rand.add(["bytes fetched", "\(proxy.bodyBytes)", "\(units.count * 4096) (the 4 KiB blocks read)",
-                  fmt(Double(proxy.bodyBytes) / Double(max(units.count * 4096, 1)))])
-        rand.add(["latency p50 / p90 / p99 ms", "\(pct(0.5)) / \(pct(0.9)) / \(pct(0.99))", "20.0 (one proxied request)",
-                  fmt(latencies[latencies.count / 2] / 0.020)])
         _ = TestSupport.run(["/bin/rm", "-rf", dir])
-        return seq.render() + "\n" + rand.render()
+        return out
     }
 
-    static func writeConfigs(dir: String, host: String, digest: String, blobSize: UInt64, cache: String) throws -> (image: String, global: String) {
+    static func writeConfigs(dir: String, host: String, digest: String, blobSize: UInt64, cache: String,
+                             refillSize: Int = 262_144) throws -> (image: String, global: String) {
         let image = "\(dir)/config.v1.json", global = "\(dir)/overlaybd.json"
         try LocalRegistry.write(image, #"{"repoBlobUrl": "http://\#(host)/v2/bench/lazy/blobs", "lowers": [{"digest": "\#(digest)", "size": \#(blobSize)}]}"#)
-        try LocalRegistry.write(global, #"{"cacheConfig": {"cacheType": "file", "cacheDir": "\#(cache)", "cacheSizeGB": 4}}"#)
+        try LocalRegistry.write(global, #"{"cacheConfig": {"cacheType": "file", "cacheDir": "\#(cache)", "cacheSizeGB": 4, "refillSize": \#(refillSize)}}"#)
         return (image, global)
     }
 
