@@ -181,7 +181,7 @@ public struct RegistryStore: ImageSource, ImageTarget {
            try client.mountBlob(repository: repo, digest: digest, from: m.repository) {
             return .mounted
         }
-        try client.uploadBlob(repository: repo, digest: digest, bytes: try file.readBytes(at: 0, count: Int(file.size)))
+        try client.uploadBlob(repository: repo, digest: digest, file: file)
         return .uploaded
     }
 

@@ -135,8 +135,49 @@ public final class RegistryClient: @unchecked Sendable {
         return r.status == 201
     }
 
-    /// Uploads a blob with one monolithic PUT.
-    public func uploadBlob(repository: String, digest: String, bytes: [UInt8]) throws {
+    /// Uploads a blob from a file: one monolithic PUT up to `chunkSize` bytes, else a
+    /// chunked upload (PATCH with Content-Range per chunk, then PUT with the digest), so a
+    /// large blob is never held in memory whole. The registry checks the digest; a failed
+    /// chunked upload is started over once.
+    public func uploadBlob(repository: String, digest: String, file: any BlockFile, chunkSize: Int = 64 << 20) throws {
+        if file.size <= UInt64(chunkSize) {
+            let bytes = try file.readBytes(at: 0, count: Int(file.size))
+            let loc = try startUpload(repository: repository)
+            try finishUpload(repository: repository, location: loc, digest: digest, body: bytes)
+            return
+        }
+        do {
+            try chunkedUpload(repository: repository, digest: digest, file: file, chunkSize: chunkSize)
+        } catch let e as RegistryError {
+            if case .authenticationFailed = e { throw e }
+            try chunkedUpload(repository: repository, digest: digest, file: file, chunkSize: chunkSize)
+        }
+    }
+
+    private func chunkedUpload(repository: String, digest: String, file: any BlockFile, chunkSize: Int) throws {
+        var loc = try startUpload(repository: repository)
+        let buf = UnsafeMutableRawBufferPointer.allocate(byteCount: chunkSize, alignment: 4096)
+        defer { buf.deallocate() }
+        var off: UInt64 = 0
+        while off < file.size {
+            let n = Int(min(UInt64(chunkSize), file.size - off))
+            let part = UnsafeMutableRawBufferPointer(rebasing: buf[0..<n])
+            try file.readExactly(into: part, at: off)
+            let r = try send(url: loc, repository: repository, method: "PATCH",
+                             headers: ["Content-Type: application/octet-stream", "Content-Range: \(off)-\(off + UInt64(n) - 1)"],
+                             body: UnsafeRawBufferPointer(part), push: true)
+            guard r.status == 202, let next = r.headers["location"] else {
+                try check(r, loc)
+                throw RegistryError.badResponse(url: HTTPTransport.redact(loc), detail: "chunk upload answered \(r.status)")
+            }
+            loc = absolute(next, relativeTo: loc)
+            off += UInt64(n)
+        }
+        try finishUpload(repository: repository, location: loc, digest: digest, body: [])
+    }
+
+    /// Opens an upload session; returns its absolute Location.
+    private func startUpload(repository: String) throws -> String {
         let start = base + repository + "/blobs/uploads/"
         let empty: [UInt8] = []
         let r = try empty.withUnsafeBytes { try send(url: start, repository: repository, method: "POST", body: $0, push: true) }
@@ -144,14 +185,18 @@ public final class RegistryClient: @unchecked Sendable {
             try check(r, start)
             throw RegistryError.badResponse(url: start, detail: "upload start answered \(r.status) without a Location")
         }
-        let put = absolute(loc, relativeTo: start) + (loc.contains("?") ? "&" : "?") + "digest=" + Self.percentEncode(digest)
-        let done = try bytes.withUnsafeBytes {
+        return absolute(loc, relativeTo: start)
+    }
+
+    private func finishUpload(repository: String, location: String, digest: String, body: [UInt8]) throws {
+        let put = location + (location.contains("?") ? "&" : "?") + "digest=" + Self.percentEncode(digest)
+        let done = try body.withUnsafeBytes {
             try send(url: put, repository: repository, method: "PUT",
                      headers: ["Content-Type: application/octet-stream"], body: $0, push: true)
         }
         guard done.status == 201 else {
             try check(done, put)
-            throw RegistryError.badResponse(url: put, detail: "blob upload answered \(done.status)")
+            throw RegistryError.badResponse(url: HTTPTransport.redact(put), detail: "blob upload answered \(done.status)")
         }
     }
 

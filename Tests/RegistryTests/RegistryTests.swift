@@ -155,4 +155,30 @@ struct RegistryIntegrationTests {
         #expect(wrong.load(ordering: .relaxed) == 0)
         #expect(proxy.blobReads < 8 && blob.coalesced.load(ordering: .relaxed) >= 1, "\(proxy.blobReads) requests for one range")
     }
+
+    @Test("blob upload: monolithic and chunked (PATCH per chunk) both land the exact bytes; a mount from another repository")
+    func upload() throws {
+        let reg = try LocalRegistry(auth: .htpasswd(user: "up", password: "up-Pa55"))
+        let client = RegistryClient(host: reg.host, options: RegistryOptions(plainHTTP: true,
+            credentials: CredentialStore(entries: [(reg.host, Credential(username: "up", password: "up-Pa55"))])))
+        var g = SplitMix64(seed: 21)
+        for (size, chunk) in [(100_000, 1 << 20), (3 * 1_048_576 + 12_345, 1 << 20)] {
+            let bytes = g.bytes(size)
+            let digest = "sha256:" + Digest.sha256(bytes)
+            let file = MemoryFile(bytes: bytes, name: "blob", writable: false)
+            #expect(try !client.hasBlob(repository: "up/a", digest: digest))
+            try client.uploadBlob(repository: "up/a", digest: digest, file: file, chunkSize: chunk)
+            #expect(try client.hasBlob(repository: "up/a", digest: digest))
+            let back = try RemoteBlob(client: client, repository: "up/a", digest: digest)
+            #expect(try back.readBytes(at: 0, count: size) == bytes)
+            #expect(try client.mountBlob(repository: "up/b", digest: digest, from: "up/a"))
+            #expect(try client.hasBlob(repository: "up/b", digest: digest))
+        }
+        // A wrong digest is refused by the registry: never stored under the wrong name.
+        let bytes = g.bytes(5000)
+        #expect(throws: RegistryError.self) {
+            try client.uploadBlob(repository: "up/a", digest: "sha256:" + String(repeating: "0", count: 64),
+                                  file: MemoryFile(bytes: bytes, name: "x", writable: false))
+        }
+    }
 }
