@@ -91,3 +91,20 @@ public func writeZeroBuffers(offset: UInt64, length: UInt64,
         done += UInt64(n)
     }
 }
+
+extension BlockFile {
+    /// Reads the whole file in pieces of `chunk` bytes (one buffer, reused) and hands each
+    /// piece with its offset to `body`.
+    public func forEachChunk(_ chunk: Int = 4 << 20, _ body: (UnsafeRawBufferPointer, UInt64) throws -> Void) throws {
+        let buf = UnsafeMutableRawBufferPointer.allocate(byteCount: chunk, alignment: 4096)
+        defer { buf.deallocate() }
+        var off: UInt64 = 0
+        while off < size {
+            let n = Int(min(UInt64(chunk), size - off))
+            let part = UnsafeMutableRawBufferPointer(rebasing: buf[0..<n])
+            try readExactly(into: part, at: off)
+            try body(UnsafeRawBufferPointer(part), off)
+            off += UInt64(n)
+        }
+    }
+}

@@ -228,16 +228,7 @@ func mkdirP(_ path: String) {
 }
 
 func copyFile(_ src: any BlockFile, to dst: any BlockFile) throws {
-    let buf = UnsafeMutableRawBufferPointer.allocate(byteCount: 4 << 20, alignment: 4096)
-    defer { buf.deallocate() }
-    var off: UInt64 = 0
-    while off < src.size {
-        let n = Int(min(UInt64(buf.count), src.size - off))
-        let part = UnsafeMutableRawBufferPointer(rebasing: buf[0..<n])
-        try src.readExactly(into: part, at: off)
-        try dst.write(UnsafeRawBufferPointer(part), at: off)
-        off += UInt64(n)
-    }
+    try src.forEachChunk { piece, off in try dst.write(piece, at: off) }
 }
 
 /// Copies `src` into `dst` in 8 MiB ranges with `threads` in flight.

@@ -29,16 +29,7 @@ extension SHA256Stream {
     /// `sha256:<hex>` of a whole file, read in 4 MiB pieces.
     public static func digest(of file: any BlockFile) throws -> String {
         var h = SHA256Stream()
-        let buf = UnsafeMutableRawBufferPointer.allocate(byteCount: 4 << 20, alignment: 4096)
-        defer { buf.deallocate() }
-        var off: UInt64 = 0
-        while off < file.size {
-            let n = Int(min(UInt64(buf.count), file.size - off))
-            let part = UnsafeMutableRawBufferPointer(rebasing: buf[0..<n])
-            try file.readExactly(into: part, at: off)
-            h.update(UnsafeRawBufferPointer(part))
-            off += UInt64(n)
-        }
+        try file.forEachChunk { piece, _ in h.update(piece) }
         return "sha256:" + h.hex()
     }
 }
