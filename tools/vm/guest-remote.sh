@@ -50,7 +50,8 @@ for mode in anonymous basic token; do
   RPID=$!
   wait_http "http://$REG/v2/" || fail "registry ($mode) did not start: $(cat "$W/reg-$mode.log")"
   printf '{"cacheConfig": {"cacheType": "file", "cacheDir": "%s", "cacheSizeGB": 1},
-    "credentialConfig": {"mode": "file", "path": "%s"}, "registryConfig": {"timeoutSeconds": 20}}\n' \
+    "credentialConfig": {"mode": "file", "path": "%s"}, "registryConfig": {"timeoutSeconds": 20},
+    "exporterConfig": {"enable": true, "port": 9863, "address": "127.0.0.1"}}\n' \
     "$W/cache-$mode" "$W/cred.json" > "$W/overlaybd-$mode.json"
   printf '{"repoBlobUrl": "http://%s/v2/obd/ref/blobs", "lowers": [{"digest": "%s", "size": %s}, {"digest": "%s", "size": %s}], "resultFile": "%s"}\n' \
     "$REG" "$D1" "$S1" "$D2" "$S2" "$W/result-$mode" > "$W/config-$mode.json"
@@ -77,7 +78,11 @@ for mode in anonymous basic token; do
   [ "$(hashof /run/t/data/random.bin)" = "$H_RANDOM" ] || fail "random.bin ($mode)"
   umount /run/t
   e2fsck -fn "$DEV" > "$W/fsck-$mode.log" 2>&1; rc=$?; [ $rc -le 4 ] || fail "e2fsck $rc ($mode)"
-  echo "REMOTE-$mode: TCMU device $DEV from http://$REG reads the reference files; e2fsck -fn exit $rc"
+  # obd-tcmu's Prometheus endpoint saw this device's reads and the registry fetches.
+  curl -s http://127.0.0.1:9863/metrics > "$W/metrics-$mode.txt" || fail "metrics endpoint ($mode)"
+  grep -q "^obd_device_read_bytes_total{device=\"dev_$n\"} [1-9]" "$W/metrics-$mode.txt" || fail "no device read bytes in the metrics ($mode)"
+  grep -q "^obd_registry_fetches_total [1-9]" "$W/metrics-$mode.txt" || fail "no registry fetches in the metrics ($mode)"
+  echo "REMOTE-$mode: TCMU device $DEV from http://$REG reads the reference files; e2fsck -fn exit $rc; metrics: $(grep -c '^obd_' "$W/metrics-$mode.txt") samples"
   detach $n
   kill -TERM $SPID; wait $SPID || fail "obd-tcmu exit status ($mode)"
   if grep -q -e "$P" -e "$BAD" "$W/tcmu-$mode.log" "$W/result-$mode"; then fail "a secret appears in the log ($mode)"; fi
