@@ -84,4 +84,32 @@ struct ConvertRegistryTests {
         #expect(ours == model.out.split(separator: "\n").map(String.init))
         try fs.close()
     }
+
+    @Test("token auth: pulling and pushing with Bearer tokens for pull and push scopes")
+    func tokenAuth() throws {
+        let dir = TemporaryDirectory("obd-convert-token")
+        defer { dir.remove() }
+        let tokens = try TokenServer(user: "tok", password: "tok-Pa55")
+        defer { tokens.stop() }
+        let reg = try LocalRegistry(auth: .token(tokens))
+        let src = try ConvertImageTests.makeLayers(dir)
+        let copy = run(["/usr/bin/skopeo", "copy", "--quiet", "--dest-tls-verify=false", "--preserve-digests", "--dest-creds", "tok:tok-Pa55",
+                        "oci:\(src.dir):v1", "docker://\(reg.host)/src/app:v1"])
+        #expect(copy.status == 0, "\(copy.err)")
+        try LocalRegistry.write(dir.file("cred.json"), #"{"auths": {"\#(reg.host)": {"auth": "dG9rOnRvay1QYTU1"}}}"#)
+        try LocalRegistry.write(dir.file("overlaybd.json"), #"{"credentialConfig": {"mode": "file", "path": "\#(dir.file("cred.json"))"}}"#)
+        let r = run([obd, "convert", "--vsize", "4", "--plain-http", "--config", dir.file("overlaybd.json"), "--cache-dir", "none",
+                     "-d", dir.file("w"), "--json", "\(reg.host)/src/app:v1", "\(reg.host)/obd/app:v1"])
+        #expect(r.status == 0, "\(r.err)")
+        #expect(summary(r.out)?["uploaded"]?.int == 3)
+        #expect(!r.err.contains("tok-Pa55") && !r.out.contains("tok-Pa55"))
+        let client = RegistryClient(host: reg.host, options: RegistryOptions(plainHTTP: true, credentials:
+            CredentialStore(entries: [(reg.host, Credential(username: "tok", password: "tok-Pa55"))])))
+        #expect(try client.imageManifest(repository: "obd/app", reference: "v1").layers.count == 3)
+        // Wrong credentials: a clear authentication error, nothing pushed.
+        try LocalRegistry.write(dir.file("cred.json"), #"{"auths": {"\#(reg.host)": {"username": "tok", "password": "nope"}}}"#)
+        let bad = run([obd, "convert", "--vsize", "4", "--plain-http", "--config", dir.file("overlaybd.json"), "--cache-dir", "none",
+                       "-d", dir.file("w2"), "\(reg.host)/src/app:v1", "\(reg.host)/obd/app:v2"])
+        #expect(bad.status != 0 && bad.err.contains("Authentication failed") && !bad.err.contains("nope"), "\(bad.err)")
+    }
 }
