@@ -17,6 +17,9 @@ public final class ConversionCache: @unchecked Sendable {
     public init(directory: String) throws {
         self.directory = directory
         mkdirP(directory + "/blobs/sha256")
+        guard access(directory + "/blobs/sha256", W_OK) == 0 else {
+            throw ConvertError.options("conversion cache \(directory): cannot create or write it (\(BlockIOError.text(errno))); give --cache-dir DIR or --cache-dir none")
+        }
         if let bytes = try? readAll(directory + "/index") {
             for line in String(decoding: bytes, as: UTF8.self).split(separator: "\n") {
                 let f = line.split(separator: " ")

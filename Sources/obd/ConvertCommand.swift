@@ -50,8 +50,17 @@ struct ConvertCommand: ParsableCommand {
             options.reserve = reserve
             options.dumpManifest = dumpManifest
             options.concurrency = concurrency
-            if cacheDir != "none" {
-                options.cacheDir = cacheDir ?? ((getenv("HOME").map { String(cString: $0) } ?? "/tmp") + "/.cache/obd/convert")
+            if let cacheDir, cacheDir != "none" {
+                options.cacheDir = cacheDir
+            } else if cacheDir == nil {
+                // The default cache is a convenience: without a writable home, convert without it.
+                let home = getenv("HOME").map { String(cString: $0) } ?? "/nonexistent"
+                let dir = home + "/.cache/obd/convert"
+                if (try? ConversionCache(directory: dir)) != nil {
+                    options.cacheDir = dir
+                } else {
+                    writeStandardError("obd: warning: no conversion cache (\(dir) is not writable); layers are not reused\n")
+                }
             }
             let global = try GlobalConfig.load(path: config)
             var creds = try CredentialStore.load(path: global.credentialFile)
