@@ -21,6 +21,7 @@ public final class BlockCache: @unchecked Sendable {
     }
 
     private let clock = Atomic<UInt64>(0)
+    private let lockFD: Int32
     /// Runs readahead fetches and presence-map syncs off the readers' threads.
     let background = WorkerPool(threads: 4, capacity: 256, name: "obd-cache")
     /// Bytes fetched ahead of a sequential reader (0 turns readahead off).
@@ -38,6 +39,15 @@ public final class BlockCache: @unchecked Sendable {
         self.refillSize = refillSize
         mkdir(directory, 0o755)
         guard access(directory, W_OK) == 0 else { throw BlockIOError.open(path: directory, errno: errno) }
+        // One process per cache folder: another one's evictions and resets would punch out
+        // data this one trusts in memory. The lock goes with the process (also on a crash).
+        lockFD = Glibc.open(directory + "/.lock", O_RDWR | O_CREAT | O_CLOEXEC, 0o644)
+        guard lockFD >= 0 else { throw BlockIOError.open(path: directory + "/.lock", errno: errno) }
+        guard flock(lockFD, LOCK_EX | LOCK_NB) == 0 else {
+            let e = errno
+            close(lockFD)
+            throw BlockCacheError.inUse(directory: directory, errno: e)
+        }
         // Re-register blobs cached by earlier runs (usage from their presence maps).
         if let d = opendir(directory) {
             defer { closedir(d) }
@@ -52,6 +62,8 @@ public final class BlockCache: @unchecked Sendable {
         }
     }
 
+    deinit { close(lockFD) }
+
     /// Bytes of cached data.
     public var usage: UInt64 { files.withLock { $0.values.reduce(0) { $0 + $1.bytes } } }
 
@@ -64,7 +76,13 @@ public final class BlockCache: @unchecked Sendable {
         }
         let f: CachedFile = try files.withLock { d in
             let e = d[key] ?? Entry()
-            if let live = e.file, live.size == upstream.size { return live }
+            if let live = e.file {
+                // Another size for a blob that is open would reset files the live view trusts.
+                guard live.size == upstream.size else {
+                    throw BlockIOError.unsupported(name: key, operation: "opening with size \(upstream.size) while it is open with size \(live.size)")
+                }
+                return live
+            }
             let made = try CachedFile(cache: self, key: key, upstream: upstream)
             e.file = made
             e.bytes = made.presentBytes
@@ -80,6 +98,11 @@ public final class BlockCache: @unchecked Sendable {
     func touch(_ key: String) {
         let t = clock.add(1, ordering: .relaxed).newValue
         files.withLock { $0[key]?.lastUse = t }
+    }
+
+    /// Records that `key` holds no cached bytes any more.
+    func dropped(_ key: String) {
+        files.withLock { $0[key]?.bytes = 0 }
     }
 
     /// Records `delta` new cached bytes for `key`.
@@ -135,5 +158,18 @@ enum PresenceMap {
               let bytes = try? f.readBytes(at: 0, count: Int(f.size)), Array(bytes[0..<8]) == magic else { return 0 }
         let bits = bytes[headerSize...].reduce(0) { $0 + $1.nonzeroBitCount }
         return UInt64(bits) * UInt64(unit)
+    }
+}
+
+/// Errors of the cache folder itself.
+public enum BlockCacheError: Error, CustomStringConvertible {
+    /// Another process holds the folder.
+    case inUse(directory: String, errno: Int32)
+
+    public var description: String {
+        switch self {
+        case let .inUse(d, e):
+            return "cache folder \(d) is in use by another process (\(e == EWOULDBLOCK ? "locked" : BlockIOError.text(e)))"
+        }
     }
 }

@@ -127,12 +127,13 @@ public final class CachedFile: BlockFile, @unchecked Sendable {
         // Schedule only when at least one run is due, so each run is scheduled once.
         guard limit >= from + chunk || (limit == size && from < size) else { return }
         from = from / UInt64(unit) * UInt64(unit)
-        aheadTo.store(limit, ordering: .relaxed)
         while from < limit {
             let r = from..<min(limit, from + chunk)
-            cache.background.submit { [self] in try? prefetch(r) }
+            // A full queue skips readahead rather than making the reader wait.
+            if !cache.background.trySubmit({ [self] in try? prefetch(r) }) { break }
             from = r.upperBound
         }
+        aheadTo.store(from, ordering: .relaxed)
     }
 
     /// Makes the units of `range` present (no copy to a caller).
@@ -223,10 +224,12 @@ public final class CachedFile: BlockFile, @unchecked Sendable {
         if pending >= 64 && CachedFile.seconds() - lastSync.load(ordering: .relaxed) >= 1
             && !syncing.exchange(true, ordering: .acquiring) {
             lastSync.store(CachedFile.seconds(), ordering: .relaxed)
-            cache.background.submit { [self] in
+            // fill also runs on the pool's own threads: never wait for room in its queue.
+            let queued = cache.background.trySubmit { [self] in
                 try? syncMap()
                 syncing.store(false, ordering: .releasing)
             }
+            if !queued { syncing.store(false, ordering: .releasing) }
         }
         cache.grew(key, by: UInt64(n))
     }
@@ -253,6 +256,7 @@ public final class CachedFile: BlockFile, @unchecked Sendable {
         for (byte, value) in snapshot {
             try map.writeBytes([value], at: UInt64(PresenceMap.headerSize + byte))
         }
+        if fdatasync(map.fd) != 0 { throw BlockIOError.io(name: map.path, operation: "fdatasync", offset: 0, errno: errno) }
     }
 
     public func flush() throws { try syncMap() }
@@ -260,7 +264,7 @@ public final class CachedFile: BlockFile, @unchecked Sendable {
     /// Forgets every cached unit of this blob (its bytes failed verification).
     public func invalidate() {
         dropAll()
-        cache.grew(key, by: 0)
+        cache.dropped(key)
     }
 
     /// Forgets every cached unit (eviction).

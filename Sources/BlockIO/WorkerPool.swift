@@ -42,6 +42,18 @@ public final class WorkerPool: @unchecked Sendable {
         pthread_mutex_unlock(&mutex)
     }
 
+    /// Queues `job` unless the queue is full; never waits (for jobs queued from the
+    /// pool's own threads, which must not block on their own queue).
+    @discardableResult
+    public func trySubmit(_ job: @escaping () -> Void) -> Bool {
+        pthread_mutex_lock(&mutex)
+        defer { pthread_mutex_unlock(&mutex) }
+        guard queue.count - head < capacity, !stopping else { return false }
+        queue.append(job)
+        pthread_cond_signal(&notEmpty)
+        return true
+    }
+
     private func loop() {
         while true {
             pthread_mutex_lock(&mutex)

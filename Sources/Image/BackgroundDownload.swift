@@ -178,12 +178,15 @@ struct Throttle {
         return Double(ts.tv_sec) + Double(ts.tv_nsec) / 1e9
     }
 
+    /// Waits until `used` bytes fit the rate since the window started (chunks larger
+    /// than a second's worth wait proportionally longer).
     mutating func consumed(_ n: Int) {
         guard limit > 0 else { return }
         used += n
-        if used >= limit {
-            let elapsed = Throttle.now() - windowStart
-            if elapsed < 1 { usleep(UInt32((1 - elapsed) * 1e6)) }
+        let due = Double(used) / Double(limit)
+        let elapsed = Throttle.now() - windowStart
+        if due > elapsed { usleep(UInt32(min(due - elapsed, 3600) * 1e6)) }
+        if Throttle.now() - windowStart >= 1 {
             windowStart = Throttle.now()
             used = 0
         }

@@ -62,7 +62,13 @@ public final class Image: Sendable {
                 let cache = try src.cache()
                 let blob = try RemoteBlob(client: client, repository: url.repository, digest: lower.digest,
                                           size: lower.size > 0 ? lower.size : nil)
-                let cached = try cache.open(key: lower.digest, upstream: blob)
+                let cached: any BlockFile
+                if let cache {
+                    cached = try cache.open(key: lower.digest, upstream: blob)
+                } else {
+                    log("the registry cache folder \(global.effectiveCache.dir) is in use by another process: lowers[\(i)] is read without it")
+                    cached = blob
+                }
                 let remote = RemoteLayer(digest: lower.digest, dir: lower.dir.isEmpty ? "" : config.resolve(lower.dir),
                                          blob: blob, cached: cached)
                 layers.append(try LayerOpener.open(file: remote.file))

@@ -48,21 +48,31 @@ final class RemoteSources {
     private static let caches = Mutex<[String: BlockCache]>([:])
 
     /// The cache the global config names.
-    func cache() throws -> BlockCache {
+    /// How errors name the global config (built-in defaults have no path).
+    var label: String { global.path.isEmpty ? "overlaybd.json (built-in defaults)" : global.path }
+
+    /// The cache the global config names; nil when another process holds its folder
+    /// (reads then go to the registry uncached: slower, never wrong).
+    func cache() throws -> BlockCache? {
         let c = global.effectiveCache
         guard c.type == "file" else {
-            throw ImageError.config(path: global.path.isEmpty ? "overlaybd.json" : global.path,
-                                    detail: "cacheType '\(c.type)' is not supported for remote layers (use \"file\")")
+            throw ImageError.config(path: label, detail: "cacheType '\(c.type)' is not supported for remote layers (use \"file\")")
         }
         guard c.sizeGB > 0 else {
-            throw ImageError.config(path: global.path, detail: "cacheSizeGB \(c.sizeGB) must be at least 1")
+            throw ImageError.config(path: label, detail: "cacheSizeGB \(c.sizeGB) must be at least 1")
         }
         return try Self.caches.withLock { d in
             if let existing = d[c.dir] { return existing }
             mkdirAll(c.dir)
-            let made = try BlockCache(directory: c.dir, capacity: UInt64(c.sizeGB) << 30, refillSize: c.refillSize)
-            d[c.dir] = made
-            return made
+            do {
+                let made = try BlockCache(directory: c.dir, capacity: UInt64(c.sizeGB) << 30, refillSize: c.refillSize)
+                d[c.dir] = made
+                return made
+            } catch is BlockCacheError {
+                return nil
+            } catch {
+                throw ImageError.config(path: label, detail: "cache folder '\(c.dir)': \(error)")
+            }
         }
     }
 
@@ -70,7 +80,7 @@ final class RemoteSources {
         if let c = clients[url.description] { return c }
         if credentials == nil {
             guard ["", "file"].contains(global.credentialConfig.mode) else {
-                throw ImageError.config(path: global.path, detail: "credentialConfig.mode '\(global.credentialConfig.mode)' is not supported (use \"file\")")
+                throw ImageError.config(path: label, detail: "credentialConfig.mode '\(global.credentialConfig.mode)' is not supported (use \"file\")")
             }
             credentials = try CredentialStore.load(path: global.credentialFile)
         }

@@ -48,7 +48,11 @@ public struct CredentialStore: Sendable {
 
     /// Reads `path`; a missing file means no credentials (anonymous), a malformed one is an error.
     public static func load(path: String) throws -> CredentialStore {
-        guard let data = FileBytes.read(path) else { return CredentialStore() }
+        guard let data = FileBytes.read(path) else {
+            // Only a missing file means anonymous; one that cannot be read is an error.
+            if errno == ENOENT { return CredentialStore() }
+            throw RegistryError.badCredentials(path: path + " (" + String(cString: strerror(errno)) + ")")
+        }
         do { return try parse(Data(data)) } catch {
             throw RegistryError.badCredentials(path: path)
         }

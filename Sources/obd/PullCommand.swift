@@ -124,6 +124,9 @@ struct PullTarget: @unchecked Sendable {
             cached = nil
         } else {
             let c = global.effectiveCache
+            guard c.type == "file", c.sizeGB >= 1 else {
+                throw CLIError("\(global.path.isEmpty ? "overlaybd.json" : global.path): the registry cache needs cacheType \"file\" and cacheSizeGB >= 1 (or give --output-dir)")
+            }
             mkdir(c.dir, 0o755)
             let cache = try PullTarget.cache(dir: c.dir, sizeGB: c.sizeGB, refill: c.refillSize)
             cached = try cache.open(key: layer.digest, upstream: blob)

@@ -125,6 +125,23 @@ struct BlockCacheTests {
         #expect(cache.usage <= capacity)
     }
 
+    @Test("one process per cache folder; a blob open with one size refuses another")
+    func exclusive() throws {
+        let dir = TemporaryDirectory("obd-cache")
+        defer { dir.remove() }
+        var cache: BlockCache? = try BlockCache(directory: dir.path, capacity: 8 << 20, refillSize: 64 * 1024)
+        let bytes = Self.blob(1 << 20, seed: 5)
+        let f = try cache!.open(key: "sha256:k", upstream: SlowFile(bytes))
+        #expect(throws: BlockIOError.self) { try cache!.open(key: "sha256:k", upstream: SlowFile(Self.blob(2 << 20, seed: 5))) }
+        #expect(try f.readBytes(at: 1000, count: 10)[...] == bytes[1000..<1010])
+        // Another process (flock(1) here) holding the folder: a clear refusal.
+        cache = nil
+        guard let holder = spawn(["/usr/bin/flock", dir.file(".lock"), "/bin/sleep", "30"]) else { Issue.record("spawn"); return }
+        defer { kill(holder, SIGKILL); var st: Int32 = 0; waitpid(holder, &st, 0) }
+        usleep(300_000)
+        #expect(throws: BlockCacheError.self) { try BlockCache(directory: dir.path, capacity: 8 << 20) }
+    }
+
     @Test("a damaged presence map is discarded, never trusted")
     func damagedMap() throws {
         let dir = TemporaryDirectory("obd-cache")
@@ -139,18 +156,20 @@ struct BlockCacheTests {
         // The data file lost its content while the map still says every unit is present.
         let data = try LocalFile(path: dir.file("sha256:dddd"), mode: .readWrite)
         try data.truncate(to: 0)
-        var cache = try BlockCache(directory: dir.path, capacity: 1 << 30, refillSize: 64 * 1024)
-        var up = SlowFile(bytes)
-        var f = try cache.open(key: "sha256:dddd", upstream: up)
-        #expect(try f.readBytes(at: 0, count: bytes.count) == bytes)
-        #expect(up.reads.load(ordering: .relaxed) > 0)
-        try f.flush()
-        // A map with a bad header.
+        do {
+            let cache = try BlockCache(directory: dir.path, capacity: 1 << 30, refillSize: 64 * 1024)
+            let up = SlowFile(bytes)
+            let f = try cache.open(key: "sha256:dddd", upstream: up)
+            #expect(try f.readBytes(at: 0, count: bytes.count) == bytes)
+            #expect(up.reads.load(ordering: .relaxed) > 0)
+            try f.flush()
+        }
+        // A map with a bad header (each cache is released before the next one: one per folder).
         let map = try LocalFile(path: dir.file("sha256:dddd.map"), mode: .readWrite)
         try map.writeBytes(Array("XXXXXXXX".utf8), at: 0)
-        cache = try BlockCache(directory: dir.path, capacity: 1 << 30, refillSize: 64 * 1024)
-        up = SlowFile(bytes)
-        f = try cache.open(key: "sha256:dddd", upstream: up)
+        let cache = try BlockCache(directory: dir.path, capacity: 1 << 30, refillSize: 64 * 1024)
+        let up = SlowFile(bytes)
+        let f = try cache.open(key: "sha256:dddd", upstream: up)
         #expect(try f.readBytes(at: 0, count: bytes.count) == bytes)
         #expect(up.reads.load(ordering: .relaxed) > 0)
         #expect(throws: BlockIOError.self) { try cache.open(key: "../escape", upstream: up) }

@@ -174,4 +174,17 @@ struct RemoteImageTests {
         let insecure = try Self.open(f)
         #expect(try Self.digest(insecure).first == RemoteImageFixture.expected.first4MiB)
     }
+
+    @Test("a cache folder held by another process: the image reads uncached (and says so), bytes exact")
+    func cacheInUse() throws {
+        let f = try RemoteImageFixture(mode: .anonymous)
+        _ = run(["/bin/mkdir", "-p", f.cacheDir])
+        guard let holder = spawn(["/usr/bin/flock", f.cacheDir + "/.lock", "/bin/sleep", "60"]) else { Issue.record("spawn"); return }
+        defer { kill(holder, SIGKILL); var st: Int32 = 0; waitpid(holder, &st, 0) }
+        usleep(300_000)
+        let messages = Mutex<[String]>([])
+        let image = try Self.open(f) { m in messages.withLock { $0.append(m) } }
+        #expect(messages.withLock { $0 }.contains { $0.contains("in use by another process") })
+        #expect(try Self.digest(image).first == RemoteImageFixture.expected.first4MiB)
+    }
 }
