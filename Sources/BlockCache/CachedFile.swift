@@ -33,15 +33,7 @@ public final class CachedFile: BlockFile, @unchecked Sendable {
     private let syncing = Atomic<Bool>(false)
     private let lastSync = Atomic<Double>(0)
 
-    static func seconds() -> Double {
-        var ts = timespec()
-        clock_gettime(CLOCK_MONOTONIC, &ts)
-        return Double(ts.tv_sec) + Double(ts.tv_nsec) / 1e9
-    }
     public let hits = Atomic<Int>(0)
-    /// Runs fetched by readahead, and reads that had to wait for a fetch.
-    public let prefetchRuns = Atomic<Int>(0)
-    public let waitedReads = Atomic<Int>(0)
 
     public var name: String { upstream.name }
 
@@ -146,7 +138,6 @@ public final class CachedFile: BlockFile, @unchecked Sendable {
             if present(u) { u += 1; continue }
             var end = u + 1
             while end <= last && !present(end) { end += 1 }
-            prefetchRuns.add(1, ordering: .relaxed)
             try fetch(u..<end)
             u = end
         }
@@ -159,7 +150,6 @@ public final class CachedFile: BlockFile, @unchecked Sendable {
         var u = first
         while u <= last {
             if !present(u) {
-                if u == first { waitedReads.add(1, ordering: .relaxed) }
                 // Fetch the run of missing units starting here (at most 4 MiB at once).
                 var end = u + 1
                 while end <= last && end - u < max(1, (4 << 20) / unit) && !present(end) { end += 1 }
@@ -221,9 +211,9 @@ public final class CachedFile: BlockFile, @unchecked Sendable {
         // Persist presence in the background, at most once a second (fdatasync is the
         // expensive part): data first, then the bits. Until then a crash only costs
         // refetching the units whose bits were not persisted.
-        if pending >= 64 && CachedFile.seconds() - lastSync.load(ordering: .relaxed) >= 1
+        if pending >= 64 && monotonicSeconds() - lastSync.load(ordering: .relaxed) >= 1
             && !syncing.exchange(true, ordering: .acquiring) {
-            lastSync.store(CachedFile.seconds(), ordering: .relaxed)
+            lastSync.store(monotonicSeconds(), ordering: .relaxed)
             // fill also runs on the pool's own threads: never wait for room in its queue.
             let queued = cache.background.trySubmit { [self] in
                 try? syncMap()

@@ -16,7 +16,7 @@ public final class ConversionCache: @unchecked Sendable {
 
     public init(directory: String) throws {
         self.directory = directory
-        mkdirP(directory + "/blobs/sha256")
+        makeDirectories(directory + "/blobs/sha256")
         guard access(directory + "/blobs/sha256", W_OK) == 0 else {
             throw ConvertError.options("conversion cache \(directory): cannot create or write it (\(BlockIOError.text(errno))); give --cache-dir DIR or --cache-dir none")
         }

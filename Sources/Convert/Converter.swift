@@ -90,7 +90,7 @@ public final class Converter: @unchecked Sendable {
     }
 
     public func run() throws -> ConvertReport {
-        mkdirP(options.workdir)
+        makeDirectories(options.workdir)
         let root = try source.root()
         let rootJSON = try JSONValue.parse(root.bytes)
         let type = rootJSON["mediaType"]?.string ?? root.mediaType
@@ -183,7 +183,7 @@ public final class Converter: @unchecked Sendable {
         var outputs: [(digest: String, path: String, size: UInt64)] = []
         var lowers: [ReadOnlyLayer] = []
         let dir = options.workdir + "/layers/" + name
-        mkdirP(dir)
+        makeDirectories(dir)
         for (i, l) in layers.enumerated() {
             guard let digest = l["digest"]?.string, let size = l["size"]?.int, size >= 0 else {
                 throw ConvertError.source("\(name): layer \(i) has no digest or size")
@@ -236,7 +236,7 @@ public final class Converter: @unchecked Sendable {
     func buildLayer(_ i: Int, of n: Int, descriptor: Descriptor, lowers: [ReadOnlyLayer], chain: [String], epoch: Int64,
                     dir: String, name: String) throws -> (digest: String, path: String, size: UInt64) {
         removeTree(dir)
-        mkdirP(dir)
+        makeDirectories(dir)
         func fail(_ e: any Error) -> ConvertError { .layer(index: i, digest: descriptor.digest, detail: "\(e)") }
         progress(ConvertEvent(manifest: name, layer: i, layers: n, stage: .download, detail: descriptor.digest))
         let blob: any BlockFile

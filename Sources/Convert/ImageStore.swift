@@ -101,7 +101,7 @@ public struct LayoutStore: ImageSource, ImageTarget {
     }
 
     public func putBlob(_ digest: String, file: LocalFile, mountFrom: (host: String, repository: String)?) throws -> BlobTransfer {
-        mkdirP(path + "/blobs/sha256")
+        makeDirectories(path + "/blobs/sha256")
         let dst = blobPath(digest)
         if access(dst, F_OK) == 0 { return .present }
         let tmp = dst + ".tmp"
@@ -113,7 +113,7 @@ public struct LayoutStore: ImageSource, ImageTarget {
     }
 
     public func putManifest(_ bytes: [UInt8], mediaType: String, tag: String?) throws {
-        mkdirP(path + "/blobs/sha256")
+        makeDirectories(path + "/blobs/sha256")
         let digest = "sha256:" + SHA256Hex.of(bytes)
         try writeAll(blobPath(digest), bytes)
         guard let tag else { return }
@@ -220,11 +220,6 @@ func writeAll(_ path: String, _ bytes: [UInt8]) throws {
     try f.writeBytes(bytes, at: 0)
     try f.flush()
     guard rename(tmp, path) == 0 else { throw ConvertError.target("rename \(tmp): \(BlockIOError.text(errno))") }
-}
-
-func mkdirP(_ path: String) {
-    var p = path.hasPrefix("/") ? "" : "."
-    for part in path.split(separator: "/") { p += "/" + part; mkdir(p, 0o755) }
 }
 
 func copyFile(_ src: any BlockFile, to dst: any BlockFile) throws {

@@ -90,7 +90,7 @@ public final class BackgroundDownload: Sendable {
             throw DownloadFailure(detail: "another download is filling \(layer.dir)")
         }
         defer { _ = Self.busyDirs.withLock { $0.remove(layer.dir) } }
-        mkdirAll(layer.dir)
+        makeDirectories(layer.dir)
         let out: LocalFile
         do {
             out = try LocalFile(path: partial, mode: access(partial, F_OK) == 0 ? .readWrite : .createExclusive, map: false)
@@ -167,16 +167,10 @@ public final class BackgroundDownload: Sendable {
 /// At most `mibPerSecond` MiB per one-second window (<= 0: no limit).
 struct Throttle {
     let limit: Int
-    var windowStart = Throttle.now()
+    var windowStart = monotonicSeconds()
     var used = 0
 
     init(mibPerSecond: Int) { limit = mibPerSecond > 0 ? mibPerSecond << 20 : 0 }
-
-    static func now() -> Double {
-        var ts = timespec()
-        clock_gettime(CLOCK_MONOTONIC, &ts)
-        return Double(ts.tv_sec) + Double(ts.tv_nsec) / 1e9
-    }
 
     /// Waits until `used` bytes fit the rate since the window started (chunks larger
     /// than a second's worth wait proportionally longer).
@@ -184,10 +178,10 @@ struct Throttle {
         guard limit > 0 else { return }
         used += n
         let due = Double(used) / Double(limit)
-        let elapsed = Throttle.now() - windowStart
+        let elapsed = monotonicSeconds() - windowStart
         if due > elapsed { usleep(UInt32(min(due - elapsed, 3600) * 1e6)) }
-        if Throttle.now() - windowStart >= 1 {
-            windowStart = Throttle.now()
+        if monotonicSeconds() - windowStart >= 1 {
+            windowStart = monotonicSeconds()
             used = 0
         }
     }

@@ -63,7 +63,7 @@ final class RemoteSources {
         }
         return try Self.caches.withLock { d in
             if let existing = d[c.dir] { return existing }
-            mkdirAll(c.dir)
+            makeDirectories(c.dir)
             do {
                 let made = try BlockCache(directory: c.dir, capacity: UInt64(c.sizeGB) << 30, refillSize: c.refillSize)
                 d[c.dir] = made
@@ -93,14 +93,5 @@ final class RemoteSources {
         let c = RegistryClient(host: url.host, options: options)
         clients[url.description] = c
         return c
-    }
-}
-
-/// `mkdir -p`.
-func mkdirAll(_ path: String) {
-    var p = path.hasPrefix("/") ? "" : "."
-    for part in path.split(separator: "/") {
-        p += "/" + part
-        mkdir(p, 0o755)
     }
 }

@@ -82,7 +82,7 @@ public final class RegistryClient: @unchecked Sendable {
     /// Returns the bytes read (fewer only at the end of the blob). A response shorter
     /// than asked (a server or proxy that cut the body) is continued from where it stopped.
     public func readBlob(repository: String, digest: String, offset: UInt64, into buffer: UnsafeMutableRawBufferPointer) throws -> Int {
-        let started = now()
+        let started = monotonicSeconds()
         var done = 0
         while done < buffer.count {
             let n = try readOnce(repository: repository, digest: digest, offset: offset + UInt64(done),
@@ -93,7 +93,7 @@ public final class RegistryClient: @unchecked Sendable {
         let m = RegistryMetrics.shared
         m.fetches.increment()
         m.fetchBytes.increment(by: done)
-        m.fetchLatency.recordNanoseconds(Int64((now() - started) * 1e9))
+        m.fetchLatency.recordNanoseconds(Int64((monotonicSeconds() - started) * 1e9))
         return done
     }
 
@@ -233,12 +233,6 @@ public final class RegistryClient: @unchecked Sendable {
         }
     }
 
-    private func now() -> Double {
-        var ts = timespec()
-        clock_gettime(CLOCK_MONOTONIC, &ts)
-        return Double(ts.tv_sec) + Double(ts.tv_nsec) / 1e9
-    }
-
     /// Sends a request with auth, retries and (optionally) redirects. Retryable failures
     /// (connection errors, timeouts, 429, 5xx, stale redirect targets) are retried with
     /// backoff and jitter until `options.timeoutSeconds` have passed since the first try:
@@ -248,23 +242,23 @@ public final class RegistryClient: @unchecked Sendable {
                       target: UnsafeMutableRawBufferPointer? = nil, body: UnsafeRawBufferPointer? = nil,
                       push: Bool = false) throws -> HTTPTransport.Response {
         let scope = "repository:\(repository):" + (push ? "pull,push" : "pull")
-        let deadline = now() + Double(options.timeoutSeconds)
+        let deadline = monotonicSeconds() + Double(options.timeoutSeconds)
         var attempt = 0
         var authRetried = false
         var target0 = url
-        if followRedirects, let r = resolved.withLock({ $0[url] }), r.expires > now() { target0 = r.url }
+        if followRedirects, let r = resolved.withLock({ $0[url] }), r.expires > monotonicSeconds() { target0 = r.url }
         /// Waits before the next attempt; false when the deadline leaves no room for one.
         func retryAllowed() -> Bool {
             guard attempt < options.attempts else { return false }
             // The last pause is shortened so that one more try fits before the deadline.
-            let left = deadline - now() - 0.05
+            let left = deadline - monotonicSeconds() - 0.05
             guard left > 0.01 else { return false }
             usleep(UInt32(min(backoffDelay(attempt), left) * 1e6))
             return true
         }
         while true {
             attempt += 1
-            let remaining = deadline - now()
+            let remaining = deadline - monotonicSeconds()
             guard remaining > 0 else { throw RegistryError.timeout(url: HTTPTransport.redact(url)) }
             var request = HTTPTransport.Request(url: target0, method: method, headers: headers + [userAgent], range: range,
                                                 timeoutMilliseconds: Int(remaining * 1000) + 1, body: body)
@@ -278,7 +272,7 @@ public final class RegistryClient: @unchecked Sendable {
                 RegistryMetrics.shared.errors(kind: e.kind).increment()
                 if case .tlsFailed = e { throw e }
                 if retryAllowed() { continue }
-                if now() >= deadline - 0.01 { throw RegistryError.timeout(url: HTTPTransport.redact(url)) }
+                if monotonicSeconds() >= deadline - 0.01 { throw RegistryError.timeout(url: HTTPTransport.redact(url)) }
                 throw e
             }
             switch response.status {
@@ -299,7 +293,7 @@ public final class RegistryClient: @unchecked Sendable {
                     throw RegistryError.badResponse(url: url, detail: "redirect without a location")
                 }
                 let next = absolute(loc, relativeTo: target0)
-                resolved.withLock { $0[url] = (next, now() + 300) }
+                resolved.withLock { $0[url] = (next, monotonicSeconds() + 300) }
                 target0 = next
                 continue
             case 429, 500...599:
@@ -332,7 +326,7 @@ public final class RegistryClient: @unchecked Sendable {
     }
 
     private func authorization(scope: String, repository: String) -> String? {
-        if let t = tokens.withLock({ $0[scope] }), t.expires > now() { return "Authorization: Bearer " + t.value }
+        if let t = tokens.withLock({ $0[scope] }), t.expires > monotonicSeconds() { return "Authorization: Bearer " + t.value }
         if basicHosts.withLock({ $0.contains(host) }), let c = options.credentials.credential(host: host, repository: repository) {
             return "Authorization: Basic " + Data("\(c.username):\(c.password)".utf8).base64EncodedString()
         }
@@ -365,7 +359,7 @@ public final class RegistryClient: @unchecked Sendable {
                     throw RegistryError.authenticationFailed(url: url)
                 }
                 let life = Double(max(10, (t.expires_in ?? 60) - 5))
-                tokens.withLock { $0[scope] = (value, now() + life) }
+                tokens.withLock { $0[scope] = (value, monotonicSeconds() + life) }
                 return
             }
         }

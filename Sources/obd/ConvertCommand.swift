@@ -87,9 +87,9 @@ struct ConvertCommand: ParsableCommand {
             }
             let bar = ConvertProgress(json: json)
             let converter = try Converter(source: src, target: dst, tag: tag, options: options) { bar.show($0) }
-            let started = monotonicNow()
+            let started = monotonicSeconds()
             let r = try converter.run()
-            let summary = "converted \(source) -> \(noUpload ? "(not uploaded)" : target): \(r.manifests.count) manifest(s), \(r.layersBuilt) layer(s) built, \(r.layersReused) reused, \(r.blobsUploaded) blob(s) uploaded, \(r.blobsMounted) mounted, \(r.blobsPresent) already present, root \(r.rootDigest) in \(String(format2: monotonicNow() - started)) s"
+            let summary = "converted \(source) -> \(noUpload ? "(not uploaded)" : target): \(r.manifests.count) manifest(s), \(r.layersBuilt) layer(s) built, \(r.layersReused) reused, \(r.blobsUploaded) blob(s) uploaded, \(r.blobsMounted) mounted, \(r.blobsPresent) already present, root \(r.rootDigest) in \(String(format2: monotonicSeconds() - started)) s"
             if json {
                 print(#"{"event":"summary","root":"\#(r.rootDigest)","manifests":\#(r.manifests.count),"built":\#(r.layersBuilt),"reused":\#(r.layersReused),"uploaded":\#(r.blobsUploaded),"mounted":\#(r.blobsMounted),"present":\#(r.blobsPresent),"layers":[\#(r.layerDigests.map { "\"\($0)\"" }.joined(separator: ","))]}"#)
             } else {

@@ -46,7 +46,7 @@ struct PullCommand: ParsableCommand {
             for l in manifest.layers where !RemoteLayer.isSHA256(l.digest) {
                 throw CLIError("layer digest '\(l.digest)' is not sha256:<hex>; cannot verify it")
             }
-            let started = monotonicNow()
+            let started = monotonicSeconds()
             let targets = try manifest.layers.map { try PullTarget(layer: $0, client: client, repository: ref.repository,
                                                                      global: global, outputDir: outputDir) }
             try fetchAll(targets, total: total)
@@ -58,7 +58,7 @@ struct PullCommand: ParsableCommand {
             }
             guard bad.isEmpty else { throw CLIError("digest mismatch (the download was discarded): \(bad.joined(separator: ", "))") }
             for t in targets { try t.commit() }
-            let secs = monotonicNow() - started
+            let secs = monotonicSeconds() - started
             let mb = Double(total) / 1e6
             print("pulled \(targets.count) layer(s), \(String(format2: mb)) MB in \(String(format2: secs)) s (\(String(format2: mb / max(secs, 1e-6))) MB/s), all verified")
         }
@@ -179,7 +179,7 @@ struct PullTarget: @unchecked Sendable {
 final class ProgressBar {
     let total: UInt64
     let tty = isatty(2) != 0
-    let started = monotonicNow()
+    let started = monotonicSeconds()
     var lastPlain = 0.0
 
     init(total: UInt64) { self.total = total }
@@ -187,7 +187,7 @@ final class ProgressBar {
     func line(_ done: UInt64) -> String {
         let frac = total == 0 ? 1 : Double(done) / Double(total)
         let width = 30, filled = Int(frac * Double(width))
-        let rate = Double(done) / 1e6 / max(monotonicNow() - started, 1e-3)
+        let rate = Double(done) / 1e6 / max(monotonicSeconds() - started, 1e-3)
         return "[" + String(repeating: "#", count: filled) + String(repeating: ".", count: width - filled) + "] "
             + "\(Int(frac * 100))% \(done / 1_000_000)/\(total / 1_000_000) MB \(String(format2: rate)) MB/s"
     }
@@ -195,8 +195,8 @@ final class ProgressBar {
     func draw(_ done: UInt64) {
         if tty {
             writeStandardError("\r" + line(done))
-        } else if monotonicNow() - lastPlain >= 2 {
-            lastPlain = monotonicNow()
+        } else if monotonicSeconds() - lastPlain >= 2 {
+            lastPlain = monotonicSeconds()
             writeStandardError("pull: " + line(done) + "\n")
         }
     }
@@ -204,8 +204,3 @@ final class ProgressBar {
     func finish(_ done: UInt64) { writeStandardError((tty ? "\r" : "pull: ") + line(done) + "\n") }
 }
 
-func monotonicNow() -> Double {
-    var ts = timespec()
-    clock_gettime(CLOCK_MONOTONIC, &ts)
-    return Double(ts.tv_sec) + Double(ts.tv_nsec) / 1e9
-}

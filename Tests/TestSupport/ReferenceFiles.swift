@@ -183,10 +183,3 @@ public func builtProduct(_ name: String) -> String {
     }
     return dir + "/" + name
 }
-
-/// Seconds on the monotonic clock.
-public func monotonicSeconds() -> Double {
-    var ts = timespec()
-    clock_gettime(CLOCK_MONOTONIC, &ts)
-    return Double(ts.tv_sec) + Double(ts.tv_nsec) / 1e9
-}
