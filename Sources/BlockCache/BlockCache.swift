@@ -64,6 +64,21 @@ public final class BlockCache: @unchecked Sendable {
 
     deinit { close(lockFD) }
 
+    private static let shared = Mutex<[String: BlockCache]>([:])
+
+    /// The process's cache for `directory` (made, with its missing parents, on first use).
+    /// Every user in a process goes through here: the folder lock admits one cache
+    /// object per folder, so a second one in the same process would be refused.
+    public static func shared(directory: String, capacity: UInt64, refillSize: Int) throws -> BlockCache {
+        try shared.withLock { d in
+            if let existing = d[directory] { return existing }
+            makeDirectories(directory)
+            let made = try BlockCache(directory: directory, capacity: capacity, refillSize: refillSize)
+            d[directory] = made
+            return made
+        }
+    }
+
     /// Bytes of cached data.
     public var usage: UInt64 { files.withLock { $0.values.reduce(0) { $0 + $1.bytes } } }
 

@@ -44,10 +44,6 @@ final class RemoteSources {
 
     init(global: GlobalConfig) { self.global = global }
 
-    /// Caches by directory, shared by every image this process opens.
-    private static let caches = Mutex<[String: BlockCache]>([:])
-
-    /// The cache the global config names.
     /// How errors name the global config (built-in defaults have no path).
     var label: String { global.path.isEmpty ? "overlaybd.json (built-in defaults)" : global.path }
 
@@ -61,18 +57,12 @@ final class RemoteSources {
         guard c.sizeGB > 0 else {
             throw ImageError.config(path: label, detail: "cacheSizeGB \(c.sizeGB) must be at least 1")
         }
-        return try Self.caches.withLock { d in
-            if let existing = d[c.dir] { return existing }
-            makeDirectories(c.dir)
-            do {
-                let made = try BlockCache(directory: c.dir, capacity: UInt64(c.sizeGB) << 30, refillSize: c.refillSize)
-                d[c.dir] = made
-                return made
-            } catch is BlockCacheError {
-                return nil
-            } catch {
-                throw ImageError.config(path: label, detail: "cache folder '\(c.dir)': \(error)")
-            }
+        do {
+            return try BlockCache.shared(directory: c.dir, capacity: UInt64(c.sizeGB) << 30, refillSize: c.refillSize)
+        } catch is BlockCacheError {
+            return nil
+        } catch {
+            throw ImageError.config(path: label, detail: "cache folder '\(c.dir)': \(error)")
         }
     }
 

@@ -127,21 +127,10 @@ struct PullTarget: @unchecked Sendable {
             guard c.type == "file", c.sizeGB >= 1 else {
                 throw CLIError("\(global.path.isEmpty ? "overlaybd.json" : global.path): the registry cache needs cacheType \"file\" and cacheSizeGB >= 1 (or give --output-dir)")
             }
-            mkdir(c.dir, 0o755)
-            let cache = try PullTarget.cache(dir: c.dir, sizeGB: c.sizeGB, refill: c.refillSize)
+            let cache = try BlockCache.shared(directory: c.dir, capacity: UInt64(c.sizeGB) << 30, refillSize: c.refillSize)
             cached = try cache.open(key: layer.digest, upstream: blob)
             file = nil
             finalPath = nil
-        }
-    }
-
-    private static let caches = Mutex<[String: BlockCache]>([:])
-    static func cache(dir: String, sizeGB: Int, refill: Int) throws -> BlockCache {
-        try caches.withLock { d in
-            if let c = d[dir] { return c }
-            let c = try BlockCache(directory: dir, capacity: UInt64(sizeGB) << 30, refillSize: refill)
-            d[dir] = c
-            return c
         }
     }
 
