@@ -86,7 +86,6 @@ public final class Converter: @unchecked Sendable {
         var mediaType: String
         var config: [UInt8]
         var layers: [(digest: String, path: String)]
-        var platform: JSONValue?
     }
 
     public func run() throws -> ConvertReport {
@@ -106,7 +105,7 @@ public final class Converter: @unchecked Sendable {
             try runBounded(wanted.map { $0.offset }, limit: options.concurrency) { i in
                 let d = children[i]
                 guard let digest = d["digest"]?.string else { throw ConvertError.source("index entry \(i) has no digest") }
-                let b = try self.convertManifest(self.source.manifest(digest), name: "\(i)-" + digest.suffix(12), platform: d["platform"])
+                let b = try self.convertManifest(self.source.manifest(digest), name: "\(i)-" + digest.suffix(12))
                 self.lock.run { slots.built[i] = b }
             } onError: { failure = $0 }
             if let failure { throw failure }
@@ -128,7 +127,7 @@ public final class Converter: @unchecked Sendable {
             rootType = index["mediaType"]?.string ?? "application/vnd.oci.image.index.v1+json"
             if options.dumpManifest { try writeAll(options.workdir + "/index.json", rootBytes) }
         } else {
-            let b = try convertManifest(root.bytes, name: "manifest", platform: nil)
+            let b = try convertManifest(root.bytes, name: "manifest")
             uploads.append(b)
             rootBytes = b.manifest
             rootType = b.mediaType
@@ -169,7 +168,7 @@ public final class Converter: @unchecked Sendable {
     }
 
     /// Converts one platform's manifest; returns what to upload.
-    func convertManifest(_ bytes: [UInt8], name: String, platform: JSONValue?) throws -> Built {
+    func convertManifest(_ bytes: [UInt8], name: String) throws -> Built {
         let m = try JSONValue.parse(bytes)
         guard let configDigest = m["config"]?["digest"]?.string, let layers = m["layers"]?.array else {
             throw ConvertError.source("\(name): not an image manifest")
@@ -229,7 +228,7 @@ public final class Converter: @unchecked Sendable {
             try writeAll(dir + "/config.json", configBytes)
         }
         return Built(manifest: manifestBytes, mediaType: manifestType, config: configBytes,
-                     layers: outputs.map { ($0.digest, $0.path) }, platform: platform)
+                     layers: outputs.map { ($0.digest, $0.path) })
     }
 
     /// Builds one layer: apply the source tar over `lowers`, commit ZFile + tar.

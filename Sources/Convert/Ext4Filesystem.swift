@@ -195,14 +195,11 @@ public final class Ext4Filesystem {
         let rc = withExtendedLifetime(box) {
             ext2fs_dir_iterate2(fs, dir, 0, nil, { _, _, dirent, _, _, _, priv in
                 guard let dirent, let priv else { return 0 }
+                // The name follows the 8-byte entry header; libext2fs declares a shorter array.
                 let len = Int(ext2fs_dirent_name_len(dirent))
-                let name = withUnsafeBytes(of: &dirent.pointee.name) { raw in
-                    String(decoding: UnsafeRawBufferPointer(rebasing: raw[0..<min(len, raw.count)]), as: UTF8.self)
-                }
-                // Long names run past the declared array: read them from the entry itself.
-                let full = len <= 255 ? String(decoding: UnsafeRawBufferPointer(start: UnsafeRawPointer(dirent) + 8, count: len), as: UTF8.self) : name
-                if full != "." && full != ".." {
-                    Unmanaged<Box>.fromOpaque(priv).takeUnretainedValue().names.append(full)
+                let name = String(decoding: UnsafeRawBufferPointer(start: UnsafeRawPointer(dirent) + 8, count: len), as: UTF8.self)
+                if name != "." && name != ".." {
+                    Unmanaged<Box>.fromOpaque(priv).takeUnretainedValue().names.append(name)
                 }
                 return 0
             }, Unmanaged.passUnretained(box).toOpaque())

@@ -59,7 +59,7 @@ extension RegistryClient {
         }
         var ref = reference
         for _ in 0..<2 {
-            let url = blobURL(repository: repository, digest: "").replacingBlobsWithManifests() + ref
+            let url = base + repository + "/manifests/" + ref
             let m = try manifest(repository: repository, reference: ref)
             if ImageReference.isDigest(ref), ref.hasPrefix("sha256:"), "sha256:" + SHA256Hex.of(m.bytes) != ref {
                 throw RegistryError.badResponse(url: url, detail: "manifest bytes do not match the digest \(ref)")
@@ -87,11 +87,5 @@ extension RegistryClient {
                                  config: config, layers: layers, bytes: m.bytes)
         }
         throw RegistryError.badResponse(url: repository, detail: "an index inside an index")
-    }
-}
-
-extension String {
-    fileprivate func replacingBlobsWithManifests() -> String {
-        hasSuffix("/blobs/") ? String(dropLast(7)) + "/manifests/" : self
     }
 }

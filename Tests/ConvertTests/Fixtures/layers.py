@@ -166,9 +166,8 @@ def model(tars):
                 while "/" in q:
                     q = parent(q); extracted.add(q)
                 mkparents(p, m.mtime)
-                xattrs = {k[len("SCHILY.xattr."):]: v.encode("utf-8", "surrogateescape") if isinstance(v, str) else v
-                          for k, v in m.pax_headers.items() if k.startswith("SCHILY.xattr.")}
                 # Python decodes PAX values as UTF-8 with surrogateescape; binary xattrs come back as latin-1 here.
+                xattrs = {}
                 for k, v in m.pax_headers.items():
                     if k.startswith("SCHILY.xattr."):
                         try:
