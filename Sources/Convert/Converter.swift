@@ -101,14 +101,14 @@ public final class Converter: @unchecked Sendable {
             let wanted = children.enumerated().filter { $0.element["annotations"]?["vnd.docker.reference.type"]?.string != "attestation-manifest" }
             final class Slots: @unchecked Sendable { var built: [Built?]; init(_ n: Int) { built = Array(repeating: nil, count: n) } }
             let slots = Slots(children.count)
-            var failure: (any Error)?
-            try runBounded(wanted.map { $0.offset }, limit: options.concurrency) { i in
+            let indexes = wanted.map { $0.offset }
+            try parallelForEach(count: indexes.count, threads: options.concurrency) { k in
+                let i = indexes[k]
                 let d = children[i]
                 guard let digest = d["digest"]?.string else { throw ConvertError.source("index entry \(i) has no digest") }
                 let b = try self.convertManifest(self.source.manifest(digest), name: "\(i)-" + digest.suffix(12))
                 self.lock.run { slots.built[i] = b }
-            } onError: { failure = $0 }
-            if let failure { throw failure }
+            }
             let built = slots.built
             var entries: [JSONValue] = []
             for (i, child) in children.enumerated() {
@@ -324,36 +324,6 @@ final class ReportLock: @unchecked Sendable {
         defer { pthread_mutex_unlock(&m) }
         return try body()
     }
-}
-
-/// Runs `body` for each item on up to `limit` threads; the first error is reported.
-func runBounded(_ items: [Int], limit: Int, _ body: @escaping @Sendable (Int) throws -> Void,
-                onError: (any Error) -> Void) throws {
-    final class State: @unchecked Sendable {
-        let lock = ReportLock()
-        var next = 0
-        var failure: (any Error)?
-        var finished = 0
-    }
-    let st = State()
-    let workers = max(1, min(limit, items.count))
-    let shared = items
-    for _ in 0..<workers {
-        startDetachedThread {
-            while true {
-                let j: Int? = st.lock.run {
-                    guard st.failure == nil, st.next < shared.count else { return nil }
-                    st.next += 1
-                    return st.next - 1
-                }
-                guard let j else { break }
-                do { try body(shared[j]) } catch { st.lock.run { if st.failure == nil { st.failure = error } } }
-            }
-            st.lock.run { st.finished += 1 }
-        }
-    }
-    while st.lock.run({ st.finished < workers }) { usleep(5_000) }
-    if let f = st.failure { onError(f) }
 }
 
 func removeTree(_ path: String) {

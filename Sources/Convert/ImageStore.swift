@@ -229,51 +229,17 @@ func copyFile(_ src: any BlockFile, to dst: any BlockFile) throws {
 /// Copies `src` into `dst` in 8 MiB ranges with `threads` in flight.
 func parallelCopy(_ src: any BlockFile, to dst: LocalFile, threads: Int) throws {
     let chunk: UInt64 = 8 << 20
-    let count = Int((src.size + chunk - 1) / chunk)
-    final class State: @unchecked Sendable {
-        var next = 0
-        var failure: (any Error)?
-        var done = 0
-        var mutex = pthread_mutex_t()
-        var cond = pthread_cond_t()
-        init() { pthread_mutex_init(&mutex, nil); pthread_cond_init(&cond, nil) }
+    try parallelForEach(count: Int((src.size + chunk - 1) / chunk), threads: threads) { j in
+        let off = UInt64(j) * chunk
+        let n = Int(min(chunk, src.size - off))
+        let part = UnsafeMutableRawBufferPointer(rebasing: copyBuffers.value.reserve(n)[0..<n])
+        try src.readExactly(into: part, at: off)
+        try dst.write(UnsafeRawBufferPointer(part), at: off)
     }
-    let st = State()
-    let workers = max(1, min(threads, count))
-    for _ in 0..<workers {
-        startDetachedThread {
-            let buf = UnsafeMutableRawBufferPointer.allocate(byteCount: Int(chunk), alignment: 4096)
-            defer { buf.deallocate() }
-            while true {
-                pthread_mutex_lock(&st.mutex)
-                let j = st.next
-                st.next += 1
-                let stop = st.failure != nil || j >= count
-                pthread_mutex_unlock(&st.mutex)
-                if stop { break }
-                let off = UInt64(j) * chunk
-                let n = Int(min(chunk, src.size - off))
-                do {
-                    let part = UnsafeMutableRawBufferPointer(rebasing: buf[0..<n])
-                    try src.readExactly(into: part, at: off)
-                    try dst.write(UnsafeRawBufferPointer(part), at: off)
-                } catch {
-                    pthread_mutex_lock(&st.mutex)
-                    if st.failure == nil { st.failure = error }
-                    pthread_mutex_unlock(&st.mutex)
-                }
-            }
-            pthread_mutex_lock(&st.mutex)
-            st.done += 1
-            pthread_cond_broadcast(&st.cond)
-            pthread_mutex_unlock(&st.mutex)
-        }
-    }
-    pthread_mutex_lock(&st.mutex)
-    while st.done < workers { pthread_cond_wait(&st.cond, &st.mutex) }
-    pthread_mutex_unlock(&st.mutex)
-    if let f = st.failure { throw f }
 }
+
+/// One transfer buffer per thread.
+let copyBuffers = ThreadLocal { ScratchBuffer(capacity: 8 << 20) }
 
 extension String {
     func replacingFirstColon() -> String {

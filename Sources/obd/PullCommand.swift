@@ -65,6 +65,9 @@ struct PullCommand: ParsableCommand {
     }
 
     /// Fetches every chunk of every target with `concurrency` threads, drawing a progress bar.
+    /// One chunk buffer per fetching thread.
+    static let buffers = ThreadLocal { ScratchBuffer(capacity: 4 << 20) }
+
     private func fetchAll(_ targets: [PullTarget], total: UInt64) throws {
         let chunk = UInt64(chunkMiB) << 20
         var jobs: [(Int, UInt64)] = []
@@ -72,35 +75,26 @@ struct PullCommand: ParsableCommand {
             var off: UInt64 = 0
             while off < t.layer.size { jobs.append((i, off)); off += chunk }
         }
-        let next = Atomic<Int>(0), done = Atomic<Int>(0), bytes = Atomic<Int>(0)
-        let failure = Mutex<String?>(nil)
-        let workers = min(concurrency, max(jobs.count, 1))
+        let bytes = Atomic<Int>(0)
         let shared = jobs
-        for _ in 0..<workers {
-            startDetachedThread {
-                let buf = UnsafeMutableRawBufferPointer.allocate(byteCount: Int(chunk), alignment: 4096)
-                defer { buf.deallocate(); done.add(1, ordering: .relaxed) }
-                while failure.withLock({ $0 == nil }) {
-                    let j = next.add(1, ordering: .relaxed).oldValue
-                    guard j < shared.count else { return }
-                    let (i, off) = shared[j]
-                    let n = Int(min(chunk, targets[i].layer.size - off))
-                    do {
-                        try targets[i].fetch(into: UnsafeMutableRawBufferPointer(rebasing: buf[0..<n]), at: off)
-                        bytes.add(n, ordering: .relaxed)
-                    } catch {
-                        failure.withLock { $0 = $0 ?? "\(targets[i].layer.digest): \(error)" }
-                    }
-                }
-            }
-        }
         let bar = ProgressBar(total: total)
-        while done.load(ordering: .relaxed) < workers {
-            usleep(100_000)
-            bar.draw(UInt64(bytes.load(ordering: .relaxed)))
+        do {
+            try parallelForEach(count: shared.count, threads: concurrency, progress: { bar.draw(UInt64(bytes.load(ordering: .relaxed))) }) { j in
+                let (i, off) = shared[j]
+                let n = Int(min(chunk, targets[i].layer.size - off))
+                let part = UnsafeMutableRawBufferPointer(rebasing: PullCommand.buffers.value.reserve(n)[0..<n])
+                do {
+                    try targets[i].fetch(into: part, at: off)
+                } catch {
+                    throw CLIError("\(targets[i].layer.digest): \(error)")
+                }
+                bytes.add(n, ordering: .relaxed)
+            }
+        } catch {
+            bar.finish(UInt64(bytes.load(ordering: .relaxed)))
+            throw error
         }
         bar.finish(UInt64(bytes.load(ordering: .relaxed)))
-        if let f = failure.withLock({ $0 }) { throw CLIError(f) }
     }
 }
 

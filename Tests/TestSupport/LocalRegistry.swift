@@ -20,7 +20,6 @@ public final class LocalRegistry {
     /// With `tls`, the registry serves HTTPS with a certificate for 127.0.0.1 signed by a
     /// throwaway CA (`caFile`).
     public init(auth: Auth = .none, tls: Bool = false) throws {
-        port = LocalRegistry.freePort()
         var config = """
             version: 0.1
             log:
@@ -31,7 +30,7 @@ public final class LocalRegistry {
               filesystem:
                 rootdirectory: \(dir.path)/data
             http:
-              addr: 127.0.0.1:\(port)
+              addr: 127.0.0.1:@PORT@
               secret: obd-test-secret
 
             """
@@ -79,17 +78,33 @@ public final class LocalRegistry {
 
                 """
         }
-        try LocalRegistry.write(dir.file("config.yml"), config)
-        guard let p = spawn(["/usr/bin/docker-registry", "serve", dir.file("config.yml")],
-                            stdout: dir.file("registry.log"), stderr: dir.file("registry.log")) else {
-            throw Failure(description: "cannot start docker-registry")
+        // A free port can be taken by a parallel test before the registry binds it: then
+        // the registry exits at once, and it is started again on another port.
+        for _ in 0..<5 {
+            let candidate = LocalRegistry.freePort()
+            try LocalRegistry.write(dir.file("config.yml"), config.replacingOccurrences(of: "@PORT@", with: "\(candidate)"))
+            guard let p = spawn(["/usr/bin/docker-registry", "serve", dir.file("config.yml")],
+                                stdout: dir.file("registry.log"), stderr: dir.file("registry.log")) else {
+                throw Failure(description: "cannot start docker-registry")
+            }
+            var status: Int32 = 0
+            for _ in 0..<200 {
+                if waitpid(p, &status, WNOHANG) == p { break }
+                if LocalRegistry.canConnect(candidate) {
+                    usleep(50_000)
+                    if waitpid(p, &status, WNOHANG) == 0 {
+                        port = candidate
+                        pid = p
+                        return
+                    }
+                    break
+                }
+                usleep(25_000)
+            }
+            kill(p, SIGKILL)
+            waitpid(p, &status, 0)
+            guard readText(dir.file("registry.log")).contains("address already in use") else { break }
         }
-        pid = p
-        for _ in 0..<200 {
-            if LocalRegistry.canConnect(port) { return }
-            usleep(25_000)
-        }
-        kill(pid, SIGKILL)
         throw Failure(description: "docker-registry did not start: \(readText(dir.file("registry.log")))")
     }
 
