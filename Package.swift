@@ -7,6 +7,7 @@ let package = Package(
     products: [
         .executable(name: "obd", targets: ["obd"]),
         .executable(name: "obd-tcmu", targets: ["obd-tcmu"]),
+        .library(name: "Threading", targets: ["Threading"]),
         .library(name: "BlockIO", targets: ["BlockIO"]),
         .library(name: "ZFile", targets: ["ZFile"]),
         .library(name: "LSMT", targets: ["LSMT"]),
@@ -14,6 +15,7 @@ let package = Package(
         .library(name: "NBD", targets: ["NBD"]),
         .library(name: "Registry", targets: ["Registry"]),
         .library(name: "BlockCache", targets: ["BlockCache"]),
+        .library(name: "Trace", targets: ["Trace"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
@@ -33,34 +35,36 @@ let package = Package(
         .systemLibrary(name: "CExt2fs", pkgConfig: "ext2fs", providers: [.apt(["libext2fs-dev"])]),
         .systemLibrary(name: "CArchive", pkgConfig: "libarchive", providers: [.apt(["libarchive-dev"])]),
 
-        // Floor 0: the file protocol.
-        .target(name: "BlockIO", dependencies: ["CAIO"]),
+        // Floor 0: the concurrency toolkit and the file protocol.
+        .target(name: "Threading"),
+        .target(name: "BlockIO", dependencies: ["Threading", "CAIO"]),
         // Floor 1: formats.
-        .target(name: "ZFile", dependencies: ["BlockIO", "CLZ4", "CZstd", "CISAL"]),
-        .target(name: "LSMT", dependencies: ["BlockIO"]),
+        .target(name: "ZFile", dependencies: ["Threading", "BlockIO", "CLZ4", "CZstd", "CISAL"]),
+        .target(name: "LSMT", dependencies: ["Threading", "BlockIO"]),
         .target(name: "Registry", dependencies: [
-            "BlockIO", "CCurl", .product(name: "CoreMetrics", package: "swift-metrics"),
+            "Threading", "BlockIO", "CCurl", .product(name: "CoreMetrics", package: "swift-metrics"),
             .product(name: "Crypto", package: "swift-crypto"),
         ]),
-        .target(name: "BlockCache", dependencies: ["BlockIO", .product(name: "CoreMetrics", package: "swift-metrics")]),
+        .target(name: "BlockCache", dependencies: ["Threading", "BlockIO", .product(name: "CoreMetrics", package: "swift-metrics")]),
+        .target(name: "Trace", dependencies: ["Threading", "BlockIO", "CISAL"]),
         // Floor 2: assembly.
         .target(name: "Image", dependencies: [
-            "BlockIO", "ZFile", "LSMT", "Registry", "BlockCache",
+            "Threading", "BlockIO", "ZFile", "LSMT", "Registry", "BlockCache", "Trace",
             .product(name: "CoreMetrics", package: "swift-metrics"),
         ]),
         // Floor 3: frontends.
-        .target(name: "NBD", dependencies: ["BlockIO"]),
-        .target(name: "TCMU", dependencies: ["BlockIO", "Image", "CNL"]),
+        .target(name: "NBD", dependencies: ["Threading", "BlockIO"]),
+        .target(name: "TCMU", dependencies: ["Threading", "BlockIO", "Image", "CNL"]),
         .target(name: "Convert", dependencies: [
-            "BlockIO", "LSMT", "ZFile", "Image", "Registry", "CExt2fs", "CArchive",
+            "Threading", "BlockIO", "LSMT", "ZFile", "Image", "Registry", "CExt2fs", "CArchive",
         ]),
         .target(name: "MetricsExporter", dependencies: [
-            "BlockIO", .product(name: "CoreMetrics", package: "swift-metrics"),
+            "Threading", "BlockIO", .product(name: "CoreMetrics", package: "swift-metrics"),
             .product(name: "Prometheus", package: "swift-prometheus"),
         ]),
         // Floor 4: entry points.
         .executableTarget(name: "obd", dependencies: [
-            "BlockIO", "ZFile", "LSMT", "Image", "NBD", "Registry", "BlockCache", "MetricsExporter", "Convert",
+            "Threading", "BlockIO", "ZFile", "LSMT", "Image", "NBD", "Registry", "BlockCache", "MetricsExporter", "Convert",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
         .executableTarget(name: "obd-tcmu", dependencies: [
@@ -69,27 +73,29 @@ let package = Package(
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
         // Benchmarks: obd and its anchors measured side by side (benchmarks/run.sh).
-        .executableTarget(name: "obd-bench", dependencies: ["BlockIO", "ZFile", "LSMT", "Image", "Registry", "BlockCache", "TestSupport", "CLZ4", "CZstd"],
+        .executableTarget(name: "obd-bench", dependencies: ["Threading", "BlockIO", "ZFile", "LSMT", "Image", "Registry", "BlockCache", "TestSupport", "CLZ4", "CZstd"],
                           path: "benchmarks/obd-bench"),
         // Test helper: a writer that the crash test kills with SIGKILL.
-        .executableTarget(name: "obd-crash-writer", dependencies: ["BlockIO", "LSMT", "TestSupport"]),
+        .executableTarget(name: "obd-crash-writer", dependencies: ["Threading", "BlockIO", "LSMT", "TestSupport"]),
         // Test helper: the token server as a process (the VM test runs it in the guest).
         .executableTarget(name: "obd-token-server", dependencies: ["TestSupport"]),
 
         // Shared by the tests and the crash writer: reference-file lookup, seeded data.
         .target(name: "TestSupport", dependencies: [
-            "BlockIO", .product(name: "Crypto", package: "swift-crypto"),
+            "Threading", "BlockIO", .product(name: "Crypto", package: "swift-crypto"),
         ], path: "Tests/TestSupport"),
-        .testTarget(name: "BlockIOTests", dependencies: ["BlockIO", "TestSupport"]),
-        .testTarget(name: "ZFileTests", dependencies: ["ZFile", "BlockIO", "TestSupport", "CLZ4", "CZstd"]),
-        .testTarget(name: "LSMTTests", dependencies: ["LSMT", "BlockIO", "ZFile", "TestSupport"]),
-        .testTarget(name: "ImageTests", dependencies: ["Image", "LSMT", "ZFile", "BlockIO", "Registry", "BlockCache", "TestSupport"]),
-        .testTarget(name: "TCMUTests", dependencies: ["TCMU", "BlockIO", "LSMT", "TestSupport"]),
-        .testTarget(name: "BlockCacheTests", dependencies: ["BlockCache", "BlockIO", "Registry", "TestSupport"]),
-        .testTarget(name: "RegistryTests", dependencies: ["Registry", "BlockIO", "TestSupport"]),
-        .testTarget(name: "NBDTests", dependencies: ["NBD", "LSMT", "BlockIO", "TestSupport"]),
-        .testTarget(name: "CLITests", dependencies: ["BlockIO", "TestSupport"]),
-        .testTarget(name: "ConvertTests", dependencies: ["Convert", "LSMT", "ZFile", "BlockIO", "Registry", "Image", "TestSupport"],
+        .testTarget(name: "ThreadingTests", dependencies: ["Threading"]),
+        .testTarget(name: "BlockIOTests", dependencies: ["Threading", "BlockIO", "TestSupport"]),
+        .testTarget(name: "ZFileTests", dependencies: ["ZFile", "Threading", "BlockIO", "TestSupport", "CLZ4", "CZstd"]),
+        .testTarget(name: "LSMTTests", dependencies: ["LSMT", "Threading", "BlockIO", "ZFile", "TestSupport"]),
+        .testTarget(name: "ImageTests", dependencies: ["Image", "LSMT", "ZFile", "Threading", "BlockIO", "Registry", "BlockCache", "Trace", "TestSupport"]),
+        .testTarget(name: "TCMUTests", dependencies: ["TCMU", "Threading", "BlockIO", "LSMT", "TestSupport"]),
+        .testTarget(name: "BlockCacheTests", dependencies: ["BlockCache", "Threading", "BlockIO", "Registry", "TestSupport"]),
+        .testTarget(name: "RegistryTests", dependencies: ["Registry", "Threading", "BlockIO", "TestSupport"]),
+        .testTarget(name: "TraceTests", dependencies: ["Trace", "Threading", "BlockIO", "TestSupport"]),
+        .testTarget(name: "NBDTests", dependencies: ["NBD", "LSMT", "Threading", "BlockIO", "TestSupport"]),
+        .testTarget(name: "CLITests", dependencies: ["Threading", "BlockIO", "TestSupport"]),
+        .testTarget(name: "ConvertTests", dependencies: ["Convert", "LSMT", "ZFile", "Threading", "BlockIO", "Registry", "Image", "TestSupport"],
                     exclude: ["Fixtures"]),
     ],
     swiftLanguageModes: [.v6]
@@ -99,10 +105,11 @@ let package = Package(
 // libFuzzer's main and so build only with -sanitize=fuzzer; tools/fuzz.sh builds them.
 if Context.environment["OBD_FUZZ"] != nil {
     package.targets += [
-        .executableTarget(name: "fuzz-zfile", dependencies: ["BlockIO", "ZFile"], path: "Fuzz/fuzz-zfile"),
-        .executableTarget(name: "fuzz-lsmt", dependencies: ["BlockIO", "LSMT"], path: "Fuzz/fuzz-lsmt"),
+        .executableTarget(name: "fuzz-zfile", dependencies: ["Threading", "BlockIO", "ZFile"], path: "Fuzz/fuzz-zfile"),
+        .executableTarget(name: "fuzz-lsmt", dependencies: ["Threading", "BlockIO", "LSMT"], path: "Fuzz/fuzz-lsmt"),
         .executableTarget(name: "fuzz-config", dependencies: ["Image"], path: "Fuzz/fuzz-config"),
-        .executableTarget(name: "fuzz-tar", dependencies: ["BlockIO", "Convert"], path: "Fuzz/fuzz-tar"),
+        .executableTarget(name: "fuzz-tar", dependencies: ["Threading", "BlockIO", "Convert"], path: "Fuzz/fuzz-tar"),
         .executableTarget(name: "fuzz-registry", dependencies: ["Registry", "Convert"], path: "Fuzz/fuzz-registry"),
+        .executableTarget(name: "fuzz-trace", dependencies: ["Trace"], path: "Fuzz/fuzz-trace"),
     ]
 }

@@ -1,5 +1,6 @@
 import CAIO
 import Glibc
+import Threading
 
 /// A read-only local file read with Linux native AIO (libaio) and O_DIRECT, bypassing
 /// the page cache: overlaybd's `ioEngine: 1`. Reads are aligned to 4 KiB through a

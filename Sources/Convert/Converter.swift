@@ -4,6 +4,7 @@ import Glibc
 import Image
 import LSMT
 import Registry
+import Threading
 import ZFile
 
 /// How `obd convert` builds layers.

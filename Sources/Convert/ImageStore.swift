@@ -2,6 +2,7 @@ import BlockIO
 import FoundationEssentials
 import Glibc
 import Registry
+import Threading
 
 /// Where images come from and go to: a registry repository or an OCI layout folder
 /// (`oci:<path>[:<tag>]`).

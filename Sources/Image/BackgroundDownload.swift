@@ -3,6 +3,7 @@ import CoreMetrics
 import Glibc
 import Registry
 import Synchronization
+import Threading
 
 /// Downloads an image's remote lowers whole, in the background, as overlaybd's
 /// `download` option does: after `delay` (+ random `delayExtra`) seconds, layer after
@@ -30,8 +31,8 @@ public final class BackgroundDownload: Sendable {
     /// Layers done (switched to their local copy) so far.
     public var layersDone: Int { finished.load(ordering: .relaxed) }
 
-    func start() {
-        startDetachedThread { [self] in run() }
+    func start() throws {
+        try NamedThread.detach(name: "obd-download") { [self] in run() }
     }
 
     /// Asks the download to stop at the next chunk (the image is closing).

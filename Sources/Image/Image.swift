@@ -2,6 +2,8 @@ import BlockIO
 import Glibc
 import LSMT
 import Registry
+import Synchronization
+import Trace
 
 /// An image assembled from a `config.v1.json`: its lowers (bottom to top), an optional
 /// writable upper, served as one virtual disk (`stack`).
@@ -16,6 +18,16 @@ public final class Image: Sendable {
     public let remoteLayers: [RemoteLayer]
     /// The background download, when the config enables it and remote lowers have a `dir`.
     public let download: BackgroundDownload?
+
+    /// Hears every read of the lowers' layer files while a recording runs.
+    public let traceRecorder: TraceRecorder
+    /// The lowers' decompressed layer files as the stack reads them, bottom to top: the
+    /// index here is a trace record's layer index. An acceleration layer is not among them.
+    public let lowerFiles: [any BlockFile]
+    /// The trace replay started when the image opened, if the config asked for one.
+    public let prefetcher: Prefetcher?
+    private let recording = Mutex<TraceRecordSession?>(nil)
+    private let log: @Sendable (String) -> Void
 
     /// Whether any lower is read from a registry (reads may then block on the network).
     public var hasRemoteLowers: Bool { !remoteLayers.isEmpty }
@@ -37,50 +49,34 @@ public final class Image: Sendable {
         var paths: [String] = []
         var remotes: [RemoteLayer] = []
         var sources: RemoteSources?
-        for (i, lower) in config.lowers.enumerated() {
+        // Every lower's decompressed layer file reports its reads to the recorder (idle
+        // unless a recording runs). An acceleration layer (the top lower) is no disk layer.
+        let recorder = TraceRecorder()
+        let trace = { (i: Int) in { @Sendable (f: any BlockFile) -> any BlockFile in TracingFile(f, layerIndex: UInt32(i), recorder: recorder) } }
+        let diskLowers = config.accelerationLayer ? Array(config.lowers.dropLast()) : config.lowers
+        for (i, lower) in diskLowers.enumerated() {
             if let path = try Image.locate(lower, index: i, config: config) {
                 do {
-                    layers.append(try LayerOpener.open(path: path, ioEngine: global.ioEngine))
+                    layers.append(try LayerOpener.open(path: path, ioEngine: global.ioEngine, decorate: trace(i)))
                 } catch {
                     throw ImageError.layer(path: path, detail: "lowers[\(i)]: \(Image.strip(error, path))")
                 }
                 paths.append(path)
                 continue
             }
-            guard !config.repoBlobUrl.isEmpty else {
-                throw ImageError.config(path: config.path, detail: "lowers[\(i)]: no local copy and no 'repoBlobUrl' to fetch \(lower.digest) from")
-            }
-            let url: RepositoryURL
-            do { url = try RepositoryURL(repoBlobUrl: config.repoBlobUrl) } catch {
-                throw ImageError.config(path: config.path, detail: "\(error)")
-            }
-            let src = sources ?? RemoteSources(global: global)
-            sources = src
-            let blobURL = url.description + "/" + lower.digest
-            do {
-                let client = try src.client(for: url)
-                let cache = try src.cache()
-                let blob = try RemoteBlob(client: client, repository: url.repository, digest: lower.digest,
-                                          size: lower.size > 0 ? lower.size : nil)
-                let cached: any BlockFile
-                if let cache {
-                    cached = try cache.open(key: lower.digest, upstream: blob)
-                } else {
-                    log("the registry cache folder \(global.effectiveCache.dir) is in use by another process: lowers[\(i)] is read without it")
-                    cached = blob
-                }
+            let blobURL = try Image.withRemoteBlob(lower, index: i, config: config, sources: &sources, log: log) { blob, cached in
                 let remote = RemoteLayer(digest: lower.digest, dir: lower.dir.isEmpty ? "" : config.resolve(lower.dir),
                                          blob: blob, cached: cached)
-                layers.append(try LayerOpener.open(file: remote.file))
+                layers.append(try LayerOpener.open(file: remote.file, decorate: trace(i)))
                 remotes.append(remote)
-            } catch let e as ImageError {
-                throw e
-            } catch let e as RegistryError {
-                throw ImageError.layer(path: blobURL, detail: "lowers[\(i)]: \(e.reason)")
-            } catch {
-                throw ImageError.layer(path: blobURL, detail: "lowers[\(i)]: \(Image.strip(error, blobURL))")
             }
             paths.append(blobURL)
+        }
+        var mode = TraceMode.none
+        if config.accelerationLayer, let top = config.lowers.last {
+            mode = try Image.accelerationTrace(top, index: config.lowers.count - 1, config: config, sources: &sources, log: log)
+        } else if !config.recordTracePath.isEmpty {
+            mode = try TraceSetup.mode(recordTracePath: config.recordTracePath, config: config, log: log)
         }
         var upper: WritableLayer?
         if config.hasUpper {
@@ -97,21 +93,71 @@ public final class Image: Sendable {
         remoteLayers = remotes
         let dl = config.download ?? global.download ?? DownloadConfig()
         let targets = remotes.filter { !$0.dir.isEmpty }
-        if dl.enable && !targets.isEmpty {
+        if case .record = mode, dl.enable && !targets.isEmpty {
+            log("background download is off while a trace is recorded (as in overlaybd)")
+            download = nil
+        } else if dl.enable && !targets.isEmpty {
             let d = BackgroundDownload(layers: targets, config: dl, log: log)
             download = d
-            d.start()
+            try d.start()
         } else {
             download = nil
         }
+        traceRecorder = recorder
+        lowerFiles = layers.map(\.file)
+        self.log = log
+        switch mode {
+        case .none:
+            prefetcher = nil
+        case let .record(path):
+            prefetcher = nil
+            do {
+                try startRecording(path: path)
+            } catch {
+                throw ImageError.config(path: config.path, detail: "recordTracePath: \(error)")
+            }
+        case let .replay(records, source):
+            let p = Prefetcher(records: records, source: source, files: lowerFiles, config: global.prefetchConfig, log: log)
+            prefetcher = p
+            do { try p.start() } catch { log("prefetch from \(source) cannot start: \(error)") }
+        }
     }
 
-    deinit { download?.stop() }
+    deinit {
+        prefetcher?.stop()
+        _ = try? stopRecording()
+        download?.stop()
+    }
 
-    /// Before the image goes away (device removal, process exit): stops the background
-    /// download and makes the cache's presence maps durable, so a restart finds every
+    /// The running (or last) trace recording, if any.
+    public var traceRecording: TraceRecordSession? { recording.withLock { $0 } }
+
+    /// Starts recording the lowers' reads into the trace at `path`, with overlaybd's
+    /// protocol (`<path>.lock` now; the trace and `<path>.ok` once the lock is removed,
+    /// `stopRecording` is called or the image closes). Opening with an empty file at
+    /// `recordTracePath` does this at once. One recording at a time.
+    public func startRecording(path: String, pollInterval: Double = 1) throws(TraceError) {
+        try recording.withLock { (current: inout TraceRecordSession?) throws(TraceError) in
+            if let c = current, !c.isFinished { throw .alreadyRecording(path: path, running: c.path) }
+            current = try TraceRecordSession.start(path: path, recorder: traceRecorder, pollInterval: pollInterval, log: log)
+        }
+    }
+
+    /// Ends the running recording now: writes the trace, removes the lock, creates `.ok`.
+    /// Returns what was written (also for a recording that had already ended), nil if none ever ran.
+    @discardableResult
+    public func stopRecording() throws(TraceError) -> TraceRecordSummary? {
+        guard let s = recording.withLock({ $0 }) else { return nil }
+        return try s.stop()
+    }
+
+    /// Before the image goes away (device removal, process exit): stops the trace replay
+    /// (joining its threads), ends a running recording (trace and `.ok` written), stops
+    /// the background download and makes the cache's presence maps durable, so a restart finds every
     /// fetched range. Writes to the upper are flushed by `stack.flush()`.
     public func close() {
+        prefetcher?.stop()
+        do { try stopRecording() } catch { log("trace recording: \(error)") }
         download?.stop()
         for r in remoteLayers { try? r.file.remote.flush() }
     }

@@ -1,4 +1,5 @@
 import BlockIO
+import Threading
 
 /// The virtual disk of an image: read-only lowers merged into one index (upper
 /// layers win), with an optional writable layer on top. Unmapped ranges and zeroed
@@ -46,6 +47,9 @@ public final class LayerStack: BlockFile, @unchecked Sendable {
         self.upper = upper
     }
 
+    /// Per-thread room for the upper's entries of one read (no allocation per read).
+    private static let scratch = ThreadLocal { SegmentScratch() }
+
     public var size: UInt64 { virtualSize }
     public var isWritable: Bool { upper?.dataFile.isWritable ?? false }
 
@@ -54,12 +58,11 @@ public final class LayerStack: BlockFile, @unchecked Sendable {
         let count = Int(min(UInt64(buffer.count), virtualSize - offset))
         let dst = UnsafeMutableRawBufferPointer(rebasing: buffer[0..<count])
         if let upper {
-            upper.lockIndexForReading()
-            defer { upper.unlockIndex() }
-            let segments = upper.currentSegments
-            try segments.withUnsafeBufferPointer { segs in
-                try readRange(segs, start: upper.currentFirstIndex(endingAfter: offset / 512), from: offset, dst: dst, upperFile: upper.dataFile)
-            }
+            // The upper's entries for this range, copied out: no lock is held while the
+            // data is read, so a lower's registry fetch never holds up the upper's writes.
+            let segs = upper.segments(overlapping: offset / 512, (offset + UInt64(count) + 511) / 512,
+                                      into: LayerStack.scratch.value)
+            try readRange(segs, start: 0, from: offset, dst: dst, upperFile: upper.dataFile)
         } else {
             try readLowers(into: dst, at: offset)
         }

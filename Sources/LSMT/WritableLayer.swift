@@ -1,4 +1,6 @@
 import BlockIO
+import Synchronization
+import Threading
 
 /// A writable LSMT layer.
 ///
@@ -26,12 +28,13 @@ public final class WritableLayer: @unchecked Sendable {
     public private(set) var header: LSMTHeader
     /// Index entries dropped on open because their data never reached the data file.
     public let recoveredTornEntries: Int
-    /// Tag written with new entries (overlaybd uses the number of lower layers).
-    public var tag: UInt8 = 0
+    /// Tag written with new entries (overlaybd uses the number of lower layers). Set once
+    /// by the `LayerStack` that adopts this layer, before any write.
+    public internal(set) var tag: UInt8 = 0
 
     private var map: ExtentMap
     private let mapLock = ReadWriteLock()
-    private let appendLock = PlainMutex()
+    private let appendLock = Mutex(())
     private var dataEnd: UInt64
     private var indexEnd: UInt64
     private var sealed = false
@@ -162,28 +165,25 @@ public final class WritableLayer: @unchecked Sendable {
                              dataEnd: dataEnd, indexEnd: indexEnd, recovered: recovered)
     }
 
-    /// Calls `body` with the current index under the read lock.
-    @inline(__always)
-    public func withIndex<R>(_ body: (ExtentMap) throws -> R) rethrows -> R {
-        try mapLock.withReadLock { try body(map) }
-    }
-
-    /// Takes the index's read lock (pair with `unlockIndex`); for hot read paths that
-    /// must not go through closures.
-    @inline(__always)
-    public func lockIndexForReading() { mapLock.readLock() }
-
-    @inline(__always)
-    public func unlockIndex() { mapLock.unlock() }
-
-    /// The index's segments; call between `lockIndexForReading` and `unlockIndex`.
-    public var currentSegments: [Segment] { map.segments }
-
-    /// `firstIndex(endingAfter:)` of the current index; call under the read lock.
-    public func currentFirstIndex(endingAfter sector: UInt64) -> Int { map.firstIndex(endingAfter: sector) }
-
     /// A copy of the current index.
-    public var segments: [Segment] { withIndex { $0.segments } }
+    public var segments: [Segment] { mapLock.withReadLock { map.segments } }
+
+    /// Copies the index entries that overlap sectors `[from, to)` into `scratch` and
+    /// returns them. The index lock is held only for the lookup and the copy: readers
+    /// then read data (and whatever lies below, perhaps from the network) with no lock
+    /// held, so writes never wait for them. Data an entry points to stays valid: the
+    /// append-only data file is never rewritten, and a sparse file's in-place data can
+    /// change only under a concurrent write to the same sectors.
+    public func segments(overlapping from: UInt64, _ to: UInt64, into scratch: SegmentScratch) -> UnsafeBufferPointer<Segment> {
+        mapLock.withReadLock {
+            map.segments.withUnsafeBufferPointer { all in
+                var i = map.firstIndex(endingAfter: from)
+                let first = i
+                while i < all.count && all[i].offset < to { i += 1 }
+                return scratch.copy(UnsafeBufferPointer(rebasing: all[first..<i]))
+            }
+        }
+    }
 
     private func checkAligned(_ offset: UInt64, _ count: UInt64) throws {
         guard offset % 512 == 0, count % 512 == 0 else {
@@ -206,7 +206,7 @@ public final class WritableLayer: @unchecked Sendable {
                 try dataFile.write(piece, at: pos)
                 mapLock.withWriteLock { map.insert(Segment(offset: lba, length: UInt32(n / 512), moffset: pos / 512, tag: tag)) }
             case .appendOnly:
-                try appendLock.withLock {
+                try appendLock.withLock { _ in
                     let pos = dataEnd
                     try dataFile.write(piece, at: pos)
                     dataEnd += UInt64(n)
@@ -234,7 +234,7 @@ public final class WritableLayer: @unchecked Sendable {
                 let seg = Segment(offset: lba, length: UInt32(n), moffset: (UInt64(LSMTHeader.recordSize) + lba * 512) / 512, zeroed: true, tag: tag)
                 mapLock.withWriteLock { map.insert(seg) }
             case .appendOnly:
-                try appendLock.withLock {
+                try appendLock.withLock { _ in
                     let seg = Segment(offset: lba, length: UInt32(n), moffset: dataEnd / 512, zeroed: true, tag: tag)
                     try appendEntries([seg])
                     mapLock.withWriteLock { map.insert(seg) }
@@ -260,7 +260,7 @@ public final class WritableLayer: @unchecked Sendable {
 
     /// Sets the virtual size and rewrites the headers (and the sparse file's length).
     public func setVirtualSize(_ size: UInt64) throws {
-        try appendLock.withLock {
+        try appendLock.withLock { _ in
             header.virtualSize = size
             try dataFile.writeBytes(header.serialize(), at: 0)
             if let indexFile {
@@ -278,7 +278,7 @@ public final class WritableLayer: @unchecked Sendable {
     /// Seals the layer in place (`overlaybd-commit --seal`): appends the sorted index and
     /// a trailer to the data file, which then opens as a read-only layer.
     public func seal() throws {
-        try appendLock.withLock {
+        try appendLock.withLock { _ in
             guard !sealed else { throw LSMTError.invalidRequest(name: name, detail: "layer is already sealed") }
             let end = mode == .sparse ? dataFile.size : dataEnd
             let segs = mapLock.withReadLock { map.segments }

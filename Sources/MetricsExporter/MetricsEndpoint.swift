@@ -3,6 +3,7 @@ import CoreMetrics
 import Glibc
 import Prometheus
 import Synchronization
+import Threading
 
 /// The Prometheus endpoint of `exporterConfig`: bootstraps swift-metrics with a
 /// Prometheus registry, then answers `GET <uriPrefix>` on a TCP port with the text
@@ -41,7 +42,7 @@ public final class MetricsEndpoint: @unchecked Sendable {
         _ = withUnsafeMutablePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(s, $0, &len) } }
         self.port = UInt16(bigEndian: addr.sin_port)
         fd = s
-        startDetachedThread { [self] in serve() }
+        try NamedThread.detach(name: "obd-metrics") { [self] in serve() }
     }
 
     deinit { stop() }

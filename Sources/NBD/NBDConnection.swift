@@ -1,6 +1,7 @@
 import BlockIO
 import Glibc
 import Synchronization
+import Threading
 
 /// One client connection: fixed-newstyle negotiation, then transmission. The reader
 /// (this connection's thread) parses requests; I/O runs on the shared worker pool and
@@ -189,9 +190,7 @@ final class NBDConnection: @unchecked Sendable {
                     continue
                 }
                 let buf = buffers.take(16 + Int(length))
-                inFlight.enter()
-                pool.submit { [self] in
-                    defer { inFlight.leave() }
+                onPool { [self] in
                     let status = readPayload(into: UnsafeMutableRawBufferPointer(rebasing: buf[16..<(16 + Int(length))]), at: offset)
                     fillReplyHeader(buf, handle: handle, error: status)
                     send(UnsafeRawBufferPointer(rebasing: buf[0..<(status == 0 ? 16 + Int(length) : 16)]))
@@ -244,9 +243,7 @@ final class NBDConnection: @unchecked Sendable {
     /// (logged with `what`) if it throws.
     private func submitReplying(_ handle: UInt64, _ what: @autoclosure @escaping () -> String,
                                 _ body: @escaping () throws -> Void) {
-        inFlight.enter()
-        pool.submit { [self] in
-            defer { inFlight.leave() }
+        onPool { [self] in
             var status: UInt32 = 0
             do { try body() } catch {
                 log("nbd: \(what()) failed: \(error)")
@@ -254,6 +251,17 @@ final class NBDConnection: @unchecked Sendable {
             }
             sendError(handle, status)
         }
+    }
+
+    /// Runs `job` on the worker pool, counted in flight; once the pool is shutting down
+    /// (the server stops), on this thread instead, so the request is still answered.
+    private func onPool(_ job: @escaping () -> Void) {
+        inFlight.enter()
+        let counted = { [inFlight] in
+            job()
+            inFlight.leave()
+        }
+        do { try pool.submit(counted) } catch { counted() }
     }
 
     /// Fills a read reply's payload; returns the NBD error (0 on success).
@@ -318,18 +326,13 @@ final class NBDConnection: @unchecked Sendable {
 }
 
 /// Reuses request buffers (up to 1 MiB of payload) so steady traffic allocates nothing.
-final class BufferPool: @unchecked Sendable {
-    private var mutex = pthread_mutex_t()
-    private var free: [UnsafeMutableRawBufferPointer] = []
+final class BufferPool: Sendable {
+    private let free = ConditionLock<[UnsafeMutableRawBufferPointer]>([])
     static let reusable = 16 + (1 << 20)
-
-    init() { pthread_mutex_init(&mutex, nil) }
 
     func take(_ size: Int) -> UnsafeMutableRawBufferPointer {
         if size <= BufferPool.reusable {
-            pthread_mutex_lock(&mutex)
-            let b = free.popLast()
-            pthread_mutex_unlock(&mutex)
+            let b = free.withLock { $0.popLast() }
             return b ?? .allocate(byteCount: BufferPool.reusable, alignment: 4096)
         }
         return .allocate(byteCount: size, alignment: 4096)
@@ -337,18 +340,18 @@ final class BufferPool: @unchecked Sendable {
 
     func give(_ b: UnsafeMutableRawBufferPointer) {
         if b.count == BufferPool.reusable {
-            pthread_mutex_lock(&mutex)
-            let kept = free.count < 128
-            if kept { free.append(b) }
-            pthread_mutex_unlock(&mutex)
+            let kept = free.withLock { f -> Bool in
+                guard f.count < 128 else { return false }
+                f.append(b)
+                return true
+            }
             if kept { return }
         }
         b.deallocate()
     }
 
     deinit {
-        free.forEach { $0.deallocate() }
-        pthread_mutex_destroy(&mutex)
+        free.withLock { $0.forEach { $0.deallocate() } }
     }
 }
 
@@ -377,12 +380,9 @@ final class InputBuffer {
             end = len
         }
         while end - start < n {
-            let got = recv(stream.fd, storage.baseAddress! + end, storage.count - end, 0)
+            let got = retryingInterrupted { recv(stream.fd, storage.baseAddress! + end, storage.count - end, 0) }
             if got == 0 { throw SocketStream.Failure.closed }
-            if got < 0 {
-                if errno == EINTR { continue }
-                throw SocketStream.Failure.error(errno)
-            }
+            if got < 0 { throw SocketStream.Failure.error(errno) }
             end += got
         }
     }

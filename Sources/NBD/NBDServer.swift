@@ -1,5 +1,6 @@
 import BlockIO
 import Glibc
+import Threading
 
 /// Errors of the NBD server's set-up.
 public enum NBDError: Error, CustomStringConvertible {
@@ -104,15 +105,10 @@ public final class NBDServer: @unchecked Sendable {
             var one: Int32 = 1
             setsockopt(fd, Int32(IPPROTO_TCP), TCP_NODELAY, &one, socklen_t(MemoryLayout<Int32>.size))
             let conn = NBDConnection(fd: fd, export: export, pool: pool, log: log)
-            var t = pthread_t()
-            let box = Unmanaged.passRetained(conn)
-            let rc = pthread_create(&t, nil, { arg in
-                let c = Unmanaged<NBDConnection>.fromOpaque(arg!).takeRetainedValue()
-                c.run()
-                return nil
-            }, box.toOpaque())
-            if rc == 0 { pthread_detach(t) } else {
-                box.release()
+            do {
+                try NamedThread.detach(name: "obd-nbd-conn") { conn.run() }
+            } catch {
+                log("nbd: refusing a connection: \(error)")
                 close(fd)
             }
         }

@@ -1,6 +1,7 @@
 import BlockIO
 import Glibc
 import Image
+import Threading
 
 /// One TCMU device: its UIO ring mapped into memory, a thread waiting for the
 /// kernel's doorbell, and the image's commands running on the shared worker pool.
@@ -17,7 +18,7 @@ final class TCMUDevice: @unchecked Sendable {
     private let log: @Sendable (String) -> Void
     private let inFlight = InFlightLimit()
     private var stopping = false
-    private var thread = pthread_t()
+    private var thread: JoinHandle?
     private var wake: [Int32] = [-1, -1]
 
     init(name: String, minor: UInt32, image: Image, disk: SCSIDisk, pool: WorkerPool, log: @escaping @Sendable (String) -> Void) throws {
@@ -57,13 +58,8 @@ final class TCMUDevice: @unchecked Sendable {
         close(wake[1])
     }
 
-    func start() {
-        let box = Unmanaged.passRetained(self)
-        pthread_create(&thread, nil, { arg in
-            let d = Unmanaged<TCMUDevice>.fromOpaque(arg!).takeRetainedValue()
-            d.loop()
-            return nil
-        }, box.toOpaque())
+    func start() throws {
+        thread = try NamedThread.spawn(name: "obd-tcmu-\(name)") { [self] in loop() }
     }
 
     /// Handles whatever is already in the ring, then waits for the doorbell.
@@ -84,7 +80,7 @@ final class TCMUDevice: @unchecked Sendable {
     private func dispatch(_ commands: [CommandRing.Command]) {
         for c in commands {
             inFlight.enter()
-            pool.submit { [self] in
+            let job = { [self] in
                 let status = c.invalid ?? disk.execute(cdb: c.cdb, data: c.data)
                 if c.invalid != nil {
                     log("tcmu: \(name): malformed ring entry: \(ring.lastMalformedEntry.map { String($0, radix: 16) }.joined(separator: " "))")
@@ -96,6 +92,9 @@ final class TCMUDevice: @unchecked Sendable {
                 _ = write(fd, &one, 4)     // tell the kernel a completion is posted
                 inFlight.leave()
             }
+            // A pool that is shutting down (the service stops) does not take the
+            // command: run it here, so the kernel still gets its completion.
+            do { try pool.submit(job) } catch { job() }
         }
     }
 
@@ -104,7 +103,7 @@ final class TCMUDevice: @unchecked Sendable {
         stopping = true
         var b: UInt8 = 1
         _ = write(wake[1], &b, 1)
-        pthread_join(thread, nil)
+        thread?.join()
         inFlight.waitForAll()
         ring.skipTrailingPadding()
         do { try image.stack.flush() } catch { log("tcmu: \(name): flush on removal failed: \(error)") }

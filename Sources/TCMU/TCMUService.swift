@@ -1,8 +1,9 @@
 import BlockIO
+import FoundationEssentials
 import Glibc
 import Image
-import FoundationEssentials
 import Synchronization
+import Threading
 
 /// obd-tcmu's core: listens for TCMU devices whose handler is `overlaybd`, opens the
 /// image named in each device's config string, serves it, and answers the kernel.
@@ -70,21 +71,18 @@ public final class TCMUService: @unchecked Sendable {
         netlink?.run { [self] event in
             // Each event is handled on its own thread: opening an image may take a while
             // and must not hold up other devices.
-            let box = Unmanaged.passRetained(EventBox(service: self, event: event))
-            var t = pthread_t()
-            if pthread_create(&t, nil, { arg in
-                let b = Unmanaged<EventBox>.fromOpaque(arg!).takeRetainedValue()
-                b.service.handle(b.event)
-                return nil
-            }, box.toOpaque()) == 0 {
-                pthread_detach(t)
-            } else {
-                box.release()
+            let box = EventBox(service: self, event: event)
+            do {
+                try NamedThread.detach(name: "obd-tcmu-event") { box.service.handle(box.event) }
+            } catch {
+                // Handled inline rather than dropped: the kernel waits for the reply.
+                log("tcmu: \(error); handling the event on the netlink thread")
+                handle(event)
             }
         }
     }
 
-    private final class EventBox {
+    private final class EventBox: Sendable {
         let service: TCMUService
         let event: TCMUNetlink.Event
         init(service: TCMUService, event: TCMUNetlink.Event) { self.service = service; self.event = event }
@@ -121,8 +119,8 @@ public final class TCMUService: @unchecked Sendable {
             let file: any BlockFile = global.exporterConfig.enable ? MeteredFile(image.stack, device: cfg.name) : image.stack
             let disk = SCSIDisk(file: file, readOnly: !image.stack.isWritable, serial: serial)
             let device = try TCMUDevice(name: cfgstring, minor: minor, image: image, disk: disk, pool: pool, log: log)
+            try device.start()
             devices.withLock { $0[cfgstring] = device }
-            device.start()
             try? Image.writeResult(config: config, error: nil)
             log("tcmu: device \(cfg.name) (uio\(minor)) serves \(cfg.configPath): \(image.stack.size) bytes, \(disk.readOnly ? "read-only" : "writable")")
             return 0

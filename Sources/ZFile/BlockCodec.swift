@@ -1,6 +1,7 @@
 import BlockIO
 import CLZ4
 import CZstd
+import Threading
 
 /// Compresses and decompresses single ZFile blocks: raw LZ4 block format, or one
 /// complete zstd frame per block at level 3 (what overlaybd writes).

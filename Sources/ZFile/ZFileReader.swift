@@ -1,4 +1,5 @@
 import BlockIO
+import Threading
 
 /// Reads a ZFile as the uncompressed file it holds. Decompresses only the blocks a
 /// read touches; whole blocks decode straight into the caller's buffer.

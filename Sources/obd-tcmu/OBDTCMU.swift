@@ -4,6 +4,7 @@ import Image
 import Logging
 import MetricsExporter
 import TCMU
+import Threading
 
 /// obd-tcmu: the TCMU backstore service, a drop-in for overlaybd-tcmu.
 @main
@@ -60,12 +61,12 @@ struct OBDTCMU: ParsableCommand {
             logger.error("\(error)")
             throw ExitCode.failure
         }
-        var thread = pthread_t()
-        let box = Unmanaged.passRetained(service)
-        pthread_create(&thread, nil, { arg in
-            Unmanaged<TCMUService>.fromOpaque(arg!).takeRetainedValue().run()
-            return nil
-        }, box.toOpaque())
+        do {
+            try NamedThread.detach(name: "obd-tcmu-netlink") { service.run() }
+        } catch {
+            logger.error("\(error)")
+            throw ExitCode.failure
+        }
         logger.info("obd-tcmu: ready (global config: \(path ?? (access(GlobalConfig.defaultPath, F_OK) == 0 ? GlobalConfig.defaultPath : "built-in defaults")))")
         SystemdNotify.send("READY=1\nSTATUS=taking devices")
         var sig: Int32 = 0

@@ -5,6 +5,7 @@ import FoundationEssentials
 import Glibc
 import Image
 import Registry
+import Threading
 import ZFile
 
 struct ConvertCommand: ParsableCommand {

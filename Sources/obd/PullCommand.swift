@@ -5,6 +5,7 @@ import Glibc
 import Image
 import Registry
 import Synchronization
+import Threading
 
 struct PullCommand: ParsableCommand {
     static let configuration = CommandConfiguration(

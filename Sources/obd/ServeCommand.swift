@@ -4,6 +4,7 @@ import Glibc
 import Image
 import MetricsExporter
 import NBD
+import Threading
 
 struct ServeCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -65,12 +66,7 @@ struct ServeNBDCommand: ParsableCommand {
             sigaddset(&set, SIGINT)
             pthread_sigmask(SIG_BLOCK, &set, nil)
             signal(SIGPIPE, SIG_IGN)
-            var thread = pthread_t()
-            let box = Unmanaged.passRetained(server)
-            pthread_create(&thread, nil, { arg in
-                Unmanaged<NBDServer>.fromOpaque(arg!).takeRetainedValue().serve()
-                return nil
-            }, box.toOpaque())
+            try NamedThread.detach(name: "obd-nbd-accept") { server.serve() }
             writeStandardError("obd: serving \(imageConfig) over nbd on \(server.address) (\(disk.size) bytes, \(export.readOnly ? "read-only" : "writable"))\n")
             var sig: Int32 = 0
             sigwait(&set, &sig)

@@ -1,8 +1,9 @@
 import BlockIO
 import Dispatch
 import Glibc
-import Testing
 import TestSupport
+import Testing
+import Threading
 
 @Suite("BlockIO files")
 struct BlockIOTests {

@@ -4,8 +4,9 @@ import Glibc
 import Image
 import Registry
 import Synchronization
-import Testing
 import TestSupport
+import Testing
+import Threading
 
 /// Images whose lowers are all remote, served from docker-registry on loopback.
 @Suite("Remote lowers against docker-registry", .serialized, .enabled(if: RemoteImageFixture.available))

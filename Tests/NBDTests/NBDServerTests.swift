@@ -2,8 +2,9 @@ import BlockIO
 import Glibc
 import LSMT
 import NBD
-import Testing
 import TestSupport
+import Testing
+import Threading
 
 /// A server on a unix socket in a temporary folder, serving on a background thread.
 final class RunningServer {
@@ -14,13 +15,7 @@ final class RunningServer {
     init(_ export: NBDExport) throws {
         server = NBDServer(export: export, workers: 4) { _ in }
         try server.listen(unixPath: dir.file("nbd.sock"))
-        var t = pthread_t()
-        let box = Unmanaged.passRetained(server)
-        pthread_create(&t, nil, { arg in
-            Unmanaged<NBDServer>.fromOpaque(arg!).takeRetainedValue().serve()
-            return nil
-        }, box.toOpaque())
-        pthread_detach(t)
+        try NamedThread.detach(name: "nbd-test-accept") { [server] in server.serve() }
     }
 
     deinit {

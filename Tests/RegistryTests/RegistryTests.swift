@@ -1,10 +1,11 @@
 import BlockIO
-import Glibc
-import Synchronization
 import FoundationEssentials
+import Glibc
 import Registry
-import Testing
+import Synchronization
 import TestSupport
+import Testing
+import Threading
 
 @Suite("Registry: references, credentials, challenges")
 struct RegistryParsingTests {
@@ -128,7 +129,7 @@ struct RegistryIntegrationTests {
         let wrong = Atomic<Int>(0)
         let done = Atomic<Int>(0)
         for i in 0..<16 {
-            startDetachedThread {
+            try NamedThread.detach(name: "reader") {
                 let off = i * 9000
                 if let got = try? blob.readBytes(at: UInt64(off), count: 8000), got[...] == bytes[off..<(off + 8000)] {} else {
                     wrong.add(1, ordering: .relaxed)
@@ -144,7 +145,7 @@ struct RegistryIntegrationTests {
         proxy.resetCounters()
         let done2 = Atomic<Int>(0)
         for _ in 0..<8 {
-            startDetachedThread {
+            try NamedThread.detach(name: "reader") {
                 if let got = try? blob.readBytes(at: 5000, count: 20000), got[...] == bytes[5000..<25000] {} else {
                     wrong.add(1, ordering: .relaxed)
                 }

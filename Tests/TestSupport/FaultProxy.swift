@@ -2,6 +2,7 @@ import BlockIO
 import FoundationEssentials
 import Glibc
 import Synchronization
+import Threading
 
 /// An HTTP proxy on loopback between obd and a registry that injects faults: delays,
 /// error statuses, connections reset or bodies cut mid-way, and redirects to another
@@ -73,7 +74,7 @@ public final class FaultProxy: @unchecked Sendable {
         _ = withUnsafeMutablePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(s, $0, &len) } }
         port = UInt16(bigEndian: addr.sin_port)
         fd = s
-        startDetachedThread { [self] in acceptLoop() }
+        try NamedThread.detach(name: "fault-proxy") { [self] in acceptLoop() }
     }
 
     deinit { stop() }
@@ -96,9 +97,7 @@ public final class FaultProxy: @unchecked Sendable {
                 if errno == EINTR { continue }
                 return
             }
-            startDetachedThread { [self] in
-                handle(c)
-            }
+            if (try? NamedThread.detach(name: "fault-proxy-conn", { [self] in handle(c) })) == nil { close(c) }
         }
     }
 

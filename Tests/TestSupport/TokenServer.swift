@@ -1,6 +1,7 @@
 import Crypto
 import FoundationEssentials
 import Glibc
+import Threading
 
 /// A Docker token server for tests (the registry's `auth: token` mode): a throwaway CA
 /// made with openssl signs a leaf certificate; tokens are ES256 JWTs carrying the leaf in
@@ -53,14 +54,7 @@ public final class TokenServer: @unchecked Sendable {
         listen(sock, 16)
         fd = sock
         leafDERBytes = TokenServer.readBinary("\(d)/leaf.der")
-        let box = Unmanaged.passRetained(self)
-        var t = pthread_t()
-        pthread_create(&t, nil, { arg in
-            let s = Unmanaged<TokenServer>.fromOpaque(arg!).takeRetainedValue()
-            s.serve()
-            return nil
-        }, box.toOpaque())
-        pthread_detach(t)
+        try NamedThread.detach(name: "token-server") { [self] in serve() }
     }
 
     private var leafDERBytes: [UInt8] = []

@@ -1,5 +1,5 @@
 // obd-bench: measures obd and its anchors side by side and prints tables with ratios.
-// Usage: obd-bench [zfile-read|zfile-compress|lookup|stack-read|lazy|all] [--quick]
+// Usage: obd-bench [zfile-read|zfile-compress|lookup|stack-read|lazy|cache-hit|all] [--quick]
 import BlockIO
 import Glibc
 
@@ -33,6 +33,9 @@ do {
     }
     if which == "lazy" || which == "all" {
         print(try LazyBenchmarks.run(work: work, corpus: corpus(), quick: quick))
+    }
+    if which == "cache-hit" || which == "all" {
+        print(try CacheHitBenchmarks.run(work: work, quick: quick))
     }
     if which == "stack-read" || which == "all" {
         print(try StackBenchmarks.run(work: work, diskMiB: quick ? 64 : 512, randomReads: quick ? 50_000 : 300_000))
