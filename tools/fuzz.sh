@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Builds the libFuzzer targets (ZFile header/jump table/tar wrapper, LSMT header/index,
-# configs, layer tar streams applied to ext4, registry JSON/references) with address sanitizer and runs each for SECONDS (default 30).
+# configs, layer tar streams applied to ext4, registry JSON/references, trace files) with address sanitizer and runs each for SECONDS (default 30).
 # Seeds are made fresh with the obd CLI; crashes are kept in fuzz-artifacts/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -11,7 +11,7 @@ if [ "$SECONDS_EACH" = "0" ]; then
 fi
 SCRATCH=.build-fuzz
 export OBD_FUZZ=1
-for t in zfile lsmt config tar registry; do
+for t in zfile lsmt config tar registry trace; do
   swift build --scratch-path "$SCRATCH" -c debug --product "fuzz-$t" \
     -Xswiftc -sanitize=fuzzer,address -Xswiftc -parse-as-library 2>&1 | tail -1
 done
@@ -21,7 +21,7 @@ swift build -c debug --product obd >/dev/null
 OBD=$(swift build -c debug --show-bin-path)/obd
 WORK=$(mktemp -d /tmp/obd-fuzz.XXXXXX)
 trap 'rm -rf "$WORK"' EXIT
-mkdir -p "$WORK"/{zfile,lsmt,config,tar,registry} fuzz-artifacts
+mkdir -p "$WORK"/{zfile,lsmt,config,tar,registry,trace} fuzz-artifacts
 # Seeds: small valid inputs of each kind.
 head -c 9000 /dev/urandom > "$WORK/in.bin"; head -c 9000 /dev/zero | tr '\0' 'o' >> "$WORK/in.bin"
 "$OBD" zfile --bs 4 "$WORK/in.bin" "$WORK/zfile/a.zfile"
@@ -36,9 +36,22 @@ head -c 12000 "$WORK/layers/base.tar" > "$WORK/tar/base-head.tar"
 printf '{"auths":{"r.example/a":{"auth":"dTpw"},"r.example":{"username":"u","password":"p"}}}' > "$WORK/registry/cred.json"
 printf '{"schemaVersion":2,"manifests":[{"digest":"sha256:00","platform":{"os":"linux","architecture":"amd64"}}]}' > "$WORK/registry/index.json"
 printf 'localhost:5000/a/b:tag@sha256:%064d' 0 > "$WORK/registry/ref.txt"
+# Traces: two records (layer 0 [0,+4096), layer 1 [8192,+512)) with their raw CRC-32C, and an empty one.
+python3 - "$WORK/trace" <<'PY'
+import struct, sys
+def crc32c_raw(data, crc=0):
+    for b in data:
+        crc ^= b
+        for _ in range(8):
+            crc = (crc >> 1) ^ 0x82F63B78 if crc & 1 else crc >> 1
+    return crc
+for name, recs in (("two.trace", [(0, 4096, 0), (1, 512, 8192)]), ("empty.trace", [])):
+    body = b"".join(struct.pack("<B3xIQq", ord("R"), l, c, o) for l, c, o in recs)
+    open(sys.argv[1] + "/" + name, "wb").write(struct.pack("<I4xQI4x", 0xC2EF1820, len(body), crc32c_raw(body)) + body)
+PY
 
 status=0
-for t in zfile lsmt config tar registry; do
+for t in zfile lsmt config tar registry trace; do
   echo "== fuzz-$t for ${SECONDS_EACH}s"
   if ! "$BIN/fuzz-$t" -max_total_time="$SECONDS_EACH" -max_len=16384 -timeout=10 -rss_limit_mb=4096 \
        -artifact_prefix=fuzz-artifacts/ -print_final_stats=1 "$WORK/$t" 2>"$WORK/$t.log"; then
