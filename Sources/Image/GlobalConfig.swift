@@ -42,6 +42,14 @@ public struct GlobalConfig: Sendable, Equatable {
         public var insecureHosts: [String] = []
     }
 
+    /// Trace replay (prefetch): overlaybd's `concurrency`, and obd's `maxRange`.
+    public struct PrefetchConfig: Sendable, Equatable {
+        /// Ranges read at once, each on its own thread.
+        public var concurrency = 16
+        /// obd extension: the largest merged range in bytes (a multiple of 4096).
+        public var maxRange = 4 << 20
+    }
+
     public struct CredentialConfig: Sendable, Equatable {
         public var mode = ""
         public var path = ""
@@ -57,6 +65,7 @@ public struct GlobalConfig: Sendable, Equatable {
     public var cacheType = "file"
     public var credentialFilePath = "/opt/overlaybd/cred.json"
     public var credentialConfig = CredentialConfig()
+    public var prefetchConfig = PrefetchConfig()
     /// 0 = pread, 1 = libaio, 2 = posix aio.
     public var ioEngine = 0
     public var enableAudit = false
@@ -115,6 +124,12 @@ public struct GlobalConfig: Sendable, Equatable {
         guard (0...65535).contains(c.exporterConfig.port) else {
             throw ImageError.config(path: path, detail: "field 'exporterConfig.port': \(c.exporterConfig.port) is not a TCP port")
         }
+        guard (1...256).contains(c.prefetchConfig.concurrency) else {
+            throw ImageError.config(path: path, detail: "field 'prefetchConfig.concurrency': \(c.prefetchConfig.concurrency) is not between 1 and 256")
+        }
+        guard (4096...(64 << 20)).contains(c.prefetchConfig.maxRange), c.prefetchConfig.maxRange % 4096 == 0 else {
+            throw ImageError.config(path: path, detail: "field 'prefetchConfig.maxRange': \(c.prefetchConfig.maxRange) is not a multiple of 4096 between 4096 and 67108864")
+        }
         if c.ioEngine == 2 {
             throw ImageError.config(path: path, detail: "field 'ioEngine': 2 (posix aio) is not supported; use 0 (pread) or 1 (libaio)")
         }
@@ -126,8 +141,9 @@ public struct GlobalConfig: Sendable, Equatable {
         enum Keys: String, CodingKey {
             case logConfig, logLevel, logPath, cacheConfig, registryCacheDir, registryCacheSizeGB, cacheType
             case credentialFilePath, credentialConfig, ioEngine, enableAudit, auditPath, registryFsVersion, download
-            case exporterConfig, certConfig, registryConfig
+            case exporterConfig, certConfig, registryConfig, prefetchConfig
         }
+        enum PrefetchKeys: String, CodingKey { case concurrency, maxRange }
         enum ExporterKeys: String, CodingKey { case enable, uriPrefix, port, updateInterval, address }
         enum CertKeys: String, CodingKey { case certFile, keyFile }
         enum RegistryKeys: String, CodingKey { case timeoutSeconds, caFile, insecureHosts }
@@ -182,6 +198,11 @@ public struct GlobalConfig: Sendable, Equatable {
                 let k = try c.nestedContainer(keyedBy: CertKeys.self, forKey: .certConfig)
                 g.certConfig.certFile = try k.value(.certFile, default: "")
                 g.certConfig.keyFile = try k.value(.keyFile, default: "")
+            }
+            if c.contains(.prefetchConfig) {
+                let k = try c.nestedContainer(keyedBy: PrefetchKeys.self, forKey: .prefetchConfig)
+                g.prefetchConfig.concurrency = try k.value(.concurrency, default: g.prefetchConfig.concurrency)
+                g.prefetchConfig.maxRange = try k.value(.maxRange, default: g.prefetchConfig.maxRange)
             }
             if c.contains(.registryConfig) {
                 let k = try c.nestedContainer(keyedBy: RegistryKeys.self, forKey: .registryConfig)

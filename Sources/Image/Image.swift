@@ -35,7 +35,7 @@ public final class Image: Sendable {
     /// Opens the image described by the config at `configPath`.
     /// - Parameters:
     ///   - writable: open the upper for writing (otherwise it is only read).
-    ///   - log: receives background-download messages.
+    ///   - log: receives background-download, trace recording and prefetch messages.
     public static func open(configPath: String, global: GlobalConfig = GlobalConfig(), writable: Bool = false,
                             log: @escaping @Sendable (String) -> Void = { _ in }) throws -> Image {
         try Image(config: ImageConfig.load(path: configPath), global: global, writable: writable, log: log)
@@ -64,7 +64,7 @@ public final class Image: Sendable {
                 paths.append(path)
                 continue
             }
-            let blobURL = try Image.withRemoteBlob(lower, index: i, config: config, sources: &sources, log: log) { blob, cached in
+            let blobURL = try Image.withRemoteBlob(lower, index: i, config: config, global: global, sources: &sources, log: log) { blob, cached in
                 let remote = RemoteLayer(digest: lower.digest, dir: lower.dir.isEmpty ? "" : config.resolve(lower.dir),
                                          blob: blob, cached: cached)
                 layers.append(try LayerOpener.open(file: remote.file, decorate: trace(i)))
@@ -74,7 +74,7 @@ public final class Image: Sendable {
         }
         var mode = TraceMode.none
         if config.accelerationLayer, let top = config.lowers.last {
-            mode = try Image.accelerationTrace(top, index: config.lowers.count - 1, config: config, sources: &sources, log: log)
+            mode = try Image.accelerationTrace(top, index: config.lowers.count - 1, config: config, global: global, sources: &sources, log: log)
         } else if !config.recordTracePath.isEmpty {
             mode = try TraceSetup.mode(recordTracePath: config.recordTracePath, config: config, log: log)
         }

@@ -89,11 +89,11 @@ public struct ImageConfig: Sendable, Equatable {
 
     /// Rejects what obd cannot honour yet, with a clear message.
     public func validate() throws {
-        if accelerationLayer {
-            throw ImageError.config(path: path, detail: "'accelerationLayer' (trace-based acceleration layers) is not supported yet")
+        if accelerationLayer && !recordTracePath.isEmpty {
+            throw ImageError.config(path: path, detail: "'recordTracePath' cannot be used with 'accelerationLayer' (a trace is not recorded over an acceleration layer)")
         }
-        if !recordTracePath.isEmpty {
-            throw ImageError.config(path: path, detail: "'recordTracePath' (trace record/replay) is not supported yet")
+        if accelerationLayer && lowers.isEmpty {
+            throw ImageError.config(path: path, detail: "'accelerationLayer' needs at least one lower (the top lower is the acceleration layer)")
         }
         try download?.validate(path: path)
         if !upper.target.isEmpty || !upper.gzipIndex.isEmpty {

@@ -32,15 +32,18 @@ public enum LayerOpener {
 
     /// Opens the layer file at `path` with the I/O engine `ioEngine` selects
     /// (0: pread, with small reads served from a memory mapping; 1: libaio + O_DIRECT).
-    public static func open(path: String, ioEngine: Int = 0) throws -> ReadOnlyLayer {
-        if ioEngine == 1 { return try open(file: AIOFile(path: path)) }
-        return try open(file: LocalFile(path: path))
+    /// `decorate` wraps the inner (decompressed) file before LSMT reads it.
+    public static func open(path: String, ioEngine: Int = 0,
+                            decorate: (any BlockFile) -> any BlockFile = { $0 }) throws -> ReadOnlyLayer {
+        if ioEngine == 1 { return try open(file: AIOFile(path: path), decorate: decorate) }
+        return try open(file: LocalFile(path: path), decorate: decorate)
     }
 
-    /// Opens a layer from any file.
-    public static func open(file: any BlockFile) throws -> ReadOnlyLayer {
+    /// Opens a layer from any file; `decorate` wraps the inner (decompressed) file, the
+    /// view above ZFile and below LSMT (trace recording sits there).
+    public static func open(file: any BlockFile, decorate: (any BlockFile) -> any BlockFile = { $0 }) throws -> ReadOnlyLayer {
         let (inner, _) = try unwrap(file)
-        return try ReadOnlyLayer(file: inner)
+        return try ReadOnlyLayer(file: decorate(inner))
     }
 }
 

@@ -37,8 +37,12 @@ struct ConfigTests {
 
     @Test("fields of later capabilities are rejected with a clear message")
     func rejected() {
-        #expect(message(#"{"accelerationLayer":true}"#).contains("not supported yet"))
-        #expect(message(#"{"recordTracePath":"/x"}"#).contains("not supported yet"))
+        #expect(message(#"{"accelerationLayer":true}"#).contains("'accelerationLayer' needs at least one lower"))
+        #expect(message(#"{"lowers":[{"file":"a"}],"accelerationLayer":true,"recordTracePath":"/x"}"#)
+                == "/cfg/config.v1.json: 'recordTracePath' cannot be used with 'accelerationLayer' (a trace is not recorded over an acceleration layer)")
+        #expect(message(#"{"lowers":[{"file":"a"}],"accelerationLayer":true}"#) == "")
+        #expect(message(#"{"recordTracePath":"/x"}"#) == "")
+        #expect(message(#"{"recordTracePath":7}"#).contains("field 'recordTracePath': expected a string"))
         #expect(message(#"{"download":{"enable":true,"tryCnt":0}}"#).contains("tryCnt >= 1"))
         #expect(message(#"{"download":{"enable":true}}"#) == "")
         #expect(message(#"{"lowers":[{"file":"x","targetFile":"t"}]}"#).contains("TurboOCI"))
@@ -74,6 +78,23 @@ struct ConfigTests {
         #expect(throws: ImageError.self) { try GlobalConfig.parse(Data(#"{"ioEngine":"0"}"#.utf8), path: "g.json") }
         #expect(throws: ImageError.self) { try GlobalConfig.parse(Data(#"{"ioEngine":7}"#.utf8), path: "g.json") }
         #expect(throws: ImageError.self) { try GlobalConfig.parse(Data(#"{"cacheConfig":{"cacheSizeGB":"big"}}"#.utf8), path: "g.json") }
+    }
+
+    @Test("prefetchConfig: overlaybd's concurrency (default 16) and obd's maxRange; wrong types and values are refused")
+    func prefetchConfig() throws {
+        func globalMessage(_ json: String) -> String {
+            do { _ = try GlobalConfig.parse(Data(json.utf8), path: "g.json"); return "" } catch { return "\(error)" }
+        }
+        let d = try GlobalConfig.parse(Data("{}".utf8), path: "g.json")
+        #expect(d.prefetchConfig.concurrency == 16 && d.prefetchConfig.maxRange == 4 << 20)
+        let g = try GlobalConfig.parse(Data(#"{"prefetchConfig":{"concurrency":4,"maxRange":1048576,"other":1}}"#.utf8), path: "g.json")
+        #expect(g.prefetchConfig.concurrency == 4 && g.prefetchConfig.maxRange == 1 << 20)
+        #expect(globalMessage(#"{"prefetchConfig":{"concurrency":"16"}}"#) == "g.json: field 'prefetchConfig.concurrency': expected an integer")
+        #expect(globalMessage(#"{"prefetchConfig":[]}"#).contains("field 'prefetchConfig'"))
+        #expect(globalMessage(#"{"prefetchConfig":{"concurrency":0}}"#) == "g.json: field 'prefetchConfig.concurrency': 0 is not between 1 and 256")
+        #expect(globalMessage(#"{"prefetchConfig":{"concurrency":1000}}"#).contains("1000 is not between 1 and 256"))
+        #expect(globalMessage(#"{"prefetchConfig":{"maxRange":5000}}"#) == "g.json: field 'prefetchConfig.maxRange': 5000 is not a multiple of 4096 between 4096 and 67108864")
+        #expect(globalMessage(#"{"prefetchConfig":{"maxRange":134217728}}"#).contains("is not a multiple of 4096 between"))
     }
 
     @Test("the reference service.json parses", .enabled(if: ReferenceFiles.shouldRun))

@@ -1,0 +1,56 @@
+import BlockIO
+import Glibc
+import Trace
+
+/// What an image does with traces, decided from its config when it opens.
+enum TraceMode {
+    case none
+    /// Record into this trace path (`recordTracePath` names an empty file).
+    case record(path: String)
+    /// Replay these records (a binary trace at `recordTracePath` or in the acceleration layer).
+    case replay(records: [TraceRecord], source: String)
+}
+
+/// overlaybd's choice by the state of the trace file: missing means nothing, empty means
+/// record, a binary trace means replay, anything else would be a priority list (not
+/// supported yet, so refused). A binary trace that fails its checks is not replayed and
+/// the image opens without prefetch (logged): a trace is a hint, never the disk's bytes.
+enum TraceSetup {
+    /// The mode `recordTracePath` asks for.
+    static func mode(recordTracePath: String, config: ImageConfig, log: @Sendable (String) -> Void) throws -> TraceMode {
+        let path = config.resolve(recordTracePath)
+        var st = stat()
+        guard stat(path, &st) == 0 else {
+            log("recordTracePath \(path) does not exist: no trace is recorded or replayed")
+            return .none
+        }
+        if st.st_size == 0 { return .record(path: path) }
+        let file: LocalFile
+        do { file = try LocalFile(path: path, map: false) } catch {
+            throw ImageError.config(path: config.path, detail: "recordTracePath: \(error)")
+        }
+        return try replay(file: file, source: path, config: config, field: "recordTracePath", log: log)
+    }
+
+    /// The mode of an acceleration layer's `trace` file (an empty one has nothing to replay).
+    static func replay(file: any BlockFile, source: String, config: ImageConfig, field: String,
+                       log: @Sendable (String) -> Void) throws -> TraceMode {
+        guard file.size > 0 else {
+            log("\(source): the trace is empty: nothing to prefetch")
+            return .none
+        }
+        let isTrace: Bool
+        do { isTrace = try TraceFormat.isTrace(file) } catch {
+            throw ImageError.config(path: config.path, detail: "\(field): \(error)")
+        }
+        guard isTrace else {
+            throw ImageError.config(path: config.path, detail: "\(field): \(source) is not a binary trace (no trace magic); priority lists (one path per line) are not supported yet")
+        }
+        do {
+            return .replay(records: try TraceFormat.read(from: file), source: source)
+        } catch {
+            log("\(source): the trace is not replayed: \(error)")
+            return .none
+        }
+    }
+}
