@@ -1,6 +1,7 @@
 import BlockIO
 import Glibc
 import Synchronization
+import Threading
 
 /// A persistent, size-limited cache of remote blob ranges on local disk, shared by all
 /// images of a host and keyed by blob digest. Each blob has a sparse data file and a
@@ -12,15 +13,51 @@ public final class BlockCache: @unchecked Sendable {
     public let directory: String
     public let capacity: UInt64
     public let refillSize: Int
+    /// Blobs by key: taken to open a blob and to pick eviction victims, never on a read.
     private let files = Mutex<[String: Entry]>([:])
+    private let totals: CacheUsage
 
-    final class Entry: @unchecked Sendable {
+    /// One blob's accounting: its cached bytes and LRU stamp as atomics of its own.
+    final class Entry: CacheAccounting, @unchecked Sendable {
+        let key: String
+        /// The open view; read and written only under `files`' lock.
         weak var file: CachedFile?
-        var bytes: UInt64 = 0
-        var lastUse: UInt64 = 0
+        let bytes = Atomic<UInt64>(0)
+        let lastUse = Atomic<UInt64>(0)
+        unowned let totals: CacheUsage
+        unowned let cache: BlockCache
+
+        init(key: String, cache: BlockCache) {
+            self.key = key
+            self.cache = cache
+            totals = cache.totals
+        }
+
+        func used() {
+            let now = coarseMilliseconds()
+            if lastUse.load(ordering: .relaxed) != now { lastUse.store(now, ordering: .relaxed) }
+        }
+
+        func grew(by n: UInt64) {
+            bytes.add(n, ordering: .relaxed)
+            totals.add(n)
+        }
+
+        func dropped() {
+            totals.subtract(bytes.exchange(0, ordering: .relaxed))
+        }
+
+        func settle() {
+            if totals.overCapacity { cache.evictIfNeeded(except: self) }
+        }
+
+        /// Sets the bytes found at open (a map from an earlier run).
+        func reset(to n: UInt64) {
+            let old = bytes.exchange(n, ordering: .relaxed)
+            if n > old { totals.add(n - old) } else { totals.subtract(old - n) }
+        }
     }
 
-    private let clock = Atomic<UInt64>(0)
     private let lockFD: Int32
     /// Runs readahead fetches and presence-map syncs off the readers' threads.
     let background = WorkerPool(threads: 4, capacity: 256, name: "obd-cache")
@@ -37,6 +74,8 @@ public final class BlockCache: @unchecked Sendable {
         self.directory = directory
         self.capacity = capacity
         self.refillSize = refillSize
+        let evictor = Evictor()
+        totals = CacheUsage(capacity: capacity) { evictor.cache?.scheduleEviction() }
         mkdir(directory, 0o755)
         guard access(directory, W_OK) == 0 else { throw BlockIOError.open(path: directory, errno: errno) }
         // One process per cache folder: another one's evictions and resets would punch out
@@ -55,11 +94,17 @@ public final class BlockCache: @unchecked Sendable {
                 let n = withUnsafeBytes(of: e.pointee.d_name) { String(cString: $0.bindMemory(to: CChar.self).baseAddress!) }
                 guard n.hasSuffix(".map") else { continue }
                 let key = String(n.dropLast(4))
-                let entry = Entry()
-                entry.bytes = PresenceMap.presentBytes(path: directory + "/" + n, unit: refillSize)
+                let entry = Entry(key: key, cache: self)
+                entry.reset(to: PresenceMap.presentBytes(path: directory + "/" + n, unit: refillSize))
                 files.withLock { $0[key] = entry }
             }
         }
+        evictor.cache = self
+    }
+
+    /// Reaches the cache from its usage counter without a reference cycle.
+    private final class Evictor: @unchecked Sendable {
+        weak var cache: BlockCache?
     }
 
     deinit { close(lockFD) }
@@ -80,7 +125,7 @@ public final class BlockCache: @unchecked Sendable {
     }
 
     /// Bytes of cached data.
-    public var usage: UInt64 { files.withLock { $0.values.reduce(0) { $0 + $1.bytes } } }
+    public var usage: UInt64 { totals.total.load(ordering: .relaxed) }
 
     /// Opens the cached view of `upstream`, keyed by `key` (the blob digest). Images that
     /// share a blob share one open view (one presence map, one eviction lock), so one of
@@ -90,7 +135,7 @@ public final class BlockCache: @unchecked Sendable {
             throw BlockIOError.unsupported(name: key, operation: "cache key")
         }
         let f: CachedFile = try files.withLock { d in
-            let e = d[key] ?? Entry()
+            let e = d[key] ?? Entry(key: key, cache: self)
             if let live = e.file {
                 // Another size for a blob that is open would reset files the live view trusts.
                 guard live.size == upstream.size else {
@@ -98,59 +143,59 @@ public final class BlockCache: @unchecked Sendable {
                 }
                 return live
             }
-            let made = try CachedFile(cache: self, key: key, upstream: upstream)
+            let made = try CachedFile(cache: self, key: key, upstream: upstream, accounting: e)
             e.file = made
-            e.bytes = made.presentBytes
+            e.reset(to: made.presentBytes)
             d[key] = e
             return made
         }
-        touch(key)
+        f.accounting.used()
         return f
     }
 
     func path(_ key: String) -> String { directory + "/" + key }
 
-    func touch(_ key: String) {
-        let t = clock.add(1, ordering: .relaxed).newValue
-        files.withLock { $0[key]?.lastUse = t }
+    /// Called when usage crosses the high-water mark: eviction runs on the background
+    /// pool, off every reader's path (the capacity itself is enforced by `settle`).
+    func scheduleEviction() {
+        if !background.trySubmit({ [self] in
+            evictIfNeeded()
+            totals.evictionDone()
+        }) {
+            totals.evictionDone()
+        }
     }
 
-    /// Records that `key` holds no cached bytes any more.
-    func dropped(_ key: String) {
-        files.withLock { $0[key]?.bytes = 0 }
-    }
-
-    /// Records `delta` new cached bytes for `key`.
-    func grew(_ key: String, by delta: UInt64) {
-        files.withLock { $0[key]?.bytes += delta }
-    }
-
-    /// Evicts least recently used blobs (whole blobs, never `key`) while usage is above
-    /// the high-water mark. Called with no cache lock held.
-    func evictIfNeeded(except key: String) {
-        let victims: [(String, Entry)] = files.withLock { d in
-            var total = d.values.reduce(0) { $0 + $1.bytes }
-            let high = capacity / 10 * 9
-            guard total > high else { return [] }
-            var out: [(String, Entry)] = []
-            for (k, e) in d.sorted(by: { $0.value.lastUse < $1.value.lastUse }) where k != key && total > high {
-                total -= e.bytes
-                out.append((k, e))
+    /// Evicts least recently used blobs (whole blobs; never `except`, whose reader is
+    /// the caller, nor the most recently used one) while usage is above the high-water
+    /// mark. Called with no blob's lock held.
+    func evictIfNeeded(except: Entry? = nil) {
+        guard usage > totals.highWater else { return }
+        let victims: [Entry] = files.withLock { d in
+            var total = usage
+            var out: [Entry] = []
+            let byAge = d.values.sorted { $0.lastUse.load(ordering: .relaxed) < $1.lastUse.load(ordering: .relaxed) }
+            for e in byAge.dropLast() where total > totals.highWater && e !== except {
+                let b = e.bytes.load(ordering: .relaxed)
+                guard b > 0 else { continue }
+                total -= min(total, b)
+                out.append(e)
             }
             return out
         }
-        for (k, e) in victims { evict(k, e) }
+        for e in victims { evict(e) }
     }
 
-    private func evict(_ key: String, _ e: Entry) {
+    private func evict(_ e: Entry) {
         CacheMetrics.shared.evictions.increment()
-        if let f = e.file {
-            f.dropAll()
+        let live = files.withLock { _ in e.file }
+        if let live {
+            live.dropAll()
         } else {
-            unlink(path(key))
-            unlink(path(key) + ".map")
+            unlink(path(e.key))
+            unlink(path(e.key) + ".map")
         }
-        files.withLock { $0[key]?.bytes = 0 }
+        e.dropped()
     }
 }
 
@@ -171,8 +216,16 @@ enum PresenceMap {
     static func presentBytes(path: String, unit: Int) -> UInt64 {
         guard let f = try? LocalFile(path: path, map: false), f.size >= UInt64(headerSize),
               let bytes = try? f.readBytes(at: 0, count: Int(f.size)), Array(bytes[0..<8]) == magic else { return 0 }
-        let bits = bytes[headerSize...].reduce(0) { $0 + $1.nonzeroBitCount }
-        return UInt64(bits) * UInt64(unit)
+        // The blob size in the header gives the last unit its true size.
+        let blobSize = bytes[16..<24].reversed().reduce(UInt64(0)) { $0 << 8 | UInt64($1) }
+        var total: UInt64 = 0
+        for (i, byte) in bytes[headerSize...].enumerated() where byte != 0 {
+            for b in 0..<8 where byte & (1 << b) != 0 {
+                let start = UInt64(i * 8 + b) * UInt64(unit)
+                if start < blobSize { total += min(UInt64(unit), blobSize - start) }
+            }
+        }
+        return total
     }
 }
 

@@ -1,27 +1,40 @@
 import BlockIO
 import Glibc
 import Synchronization
+import Threading
 
 /// A remote blob read through the cache: present units come from the local data file,
 /// missing ones are fetched from upstream in aligned `refillSize` units (one fetch per
 /// unit even when several readers miss it at once), written, then served.
+///
+/// A hit takes no lock: presence bits are atomics, and an eviction (which clears the
+/// bits and punches the data out) is detected by an epoch counter that is odd while it
+/// runs, so a reader that raced one retries on the slow path. Refills and map syncs
+/// take the eviction lock's read side; eviction takes its write side.
 public final class CachedFile: BlockFile, @unchecked Sendable {
     public let key: String
     public let upstream: any BlockFile
     public let size: UInt64
     let unit: Int
     unowned let cache: BlockCache
+    /// Where usage and LRU order are reported.
+    let accounting: any CacheAccounting
     private let data: LocalFile
     private let map: LocalFile
-    private var bits: [UInt8]
-    /// The bits whose data is known durable (fdatasync done): only these reach the map file.
-    private var durable: [UInt8]
-    private let lock = Mutex(())
-    private var fetching: Set<Int> = []
-    private var fetchDone = pthread_cond_t()
-    private var fetchMutex = pthread_mutex_t()
-    private var unsynced: [Int] = []
-    private var evictLock = pthread_rwlock_t()
+    private let units: Int
+    private let bits: PresenceBits
+    /// Refill bookkeeping (slow path only): units being fetched, units whose presence is
+    /// not yet persisted, and the bits known durable (fdatasync done), the only ones
+    /// that reach the map file.
+    private struct Refills {
+        var fetching: Set<Int> = []
+        var unsynced: [Int] = []
+        var durable: [UInt8]
+    }
+    private let refills: ConditionLock<Refills>
+    /// Odd while an eviction runs; changes with every eviction.
+    private let epoch = Atomic<UInt64>(0)
+    private let evictLock = ReadWriteLock()
     /// Upstream reads issued (for tests and metrics).
     public let upstreamReads = Atomic<Int>(0)
     /// End of the last read, to spot sequential readers.
@@ -33,73 +46,90 @@ public final class CachedFile: BlockFile, @unchecked Sendable {
     private let syncing = Atomic<Bool>(false)
     private let lastSync = Atomic<Double>(0)
 
+    /// Tests only: runs between a hit's presence check and its copy (where an eviction
+    /// can strike).
+    var afterPresenceCheck: (() -> Void)?
+
+    /// Units served from the cache.
     public let hits = Atomic<Int>(0)
 
     public var name: String { upstream.name }
 
     private static let fillBuffers = ThreadLocal { ScratchBuffer(capacity: 4 << 20) }
 
-    init(cache: BlockCache, key: String, upstream: any BlockFile) throws {
+    init(cache: BlockCache, key: String, upstream: any BlockFile, accounting: any CacheAccounting) throws {
         self.cache = cache
         self.key = key
         self.upstream = upstream
+        self.accounting = accounting
         size = upstream.size
         unit = cache.refillSize
         let dataPath = cache.path(key), mapPath = dataPath + ".map"
         data = try LocalFile(path: dataPath, mode: access(dataPath, F_OK) == 0 ? .readWrite : .createExclusive)
         map = try LocalFile(path: mapPath, mode: access(mapPath, F_OK) == 0 ? .readWrite : .createExclusive)
-        let units = Int((size + UInt64(unit) - 1) / UInt64(unit))
+        units = Int((size + UInt64(unit) - 1) / UInt64(unit))
         let header = PresenceMap.header(unit: unit, size: size)
         var existing: [UInt8] = []
         if map.size == UInt64(PresenceMap.headerSize + (units + 7) / 8) {
             existing = try map.readBytes(at: 0, count: Int(map.size))
         }
+        var initial: [UInt8]
         // A map is trusted only with its data file at the full blob size (a truncated or
         // replaced data file would turn "present" units into holes of zeros).
         if existing.count >= PresenceMap.headerSize && Array(existing[0..<PresenceMap.headerSize]) == header && data.size == size {
-            bits = Array(existing[PresenceMap.headerSize...])
+            initial = Array(existing[PresenceMap.headerSize...])
         } else {
             // New, or written for another unit size / blob size, or damaged: start empty.
-            bits = [UInt8](repeating: 0, count: (units + 7) / 8)
+            initial = [UInt8](repeating: 0, count: (units + 7) / 8)
             try data.truncate(to: 0)
             try map.truncate(to: 0)
-            try map.writeBytes(header + bits, at: 0)
+            try map.writeBytes(header + initial, at: 0)
             try map.flush()
         }
-        durable = bits
+        bits = PresenceBits(units: units, bytes: initial)
+        refills = ConditionLock(Refills(durable: initial))
         if data.size != size { try data.truncate(to: size) }
-
-        pthread_mutex_init(&fetchMutex, nil)
-        pthread_cond_init(&fetchDone, nil)
-        pthread_rwlock_init(&evictLock, nil)
     }
 
-    deinit {
-        try? syncMap()
-        pthread_mutex_destroy(&fetchMutex)
-        pthread_cond_destroy(&fetchDone)
+    deinit { try? syncMap() }
+
+    /// Bytes of the units present (the last unit counted at its true size).
+    var presentBytes: UInt64 {
+        var n: UInt64 = 0
+        for u in 0..<units where bits.contains(u) { n += unitBytes(u) }
+        return n
     }
 
-    var presentBytes: UInt64 { lock.withLock { _ in UInt64(bits.reduce(0) { $0 + $1.nonzeroBitCount }) * UInt64(unit) } }
-
-    private func present(_ u: Int) -> Bool { lock.withLock { _ in bits[u >> 3] & (1 << (u & 7)) != 0 } }
+    @inline(__always)
+    private func unitBytes(_ u: Int) -> UInt64 {
+        min(UInt64(unit), size - UInt64(u) * UInt64(unit))
+    }
 
     public func read(into buffer: UnsafeMutableRawBufferPointer, at offset: UInt64) throws -> Int {
         guard offset < size, buffer.count > 0 else { return 0 }
-        // Eviction takes the write side, so a unit cannot vanish between its presence
-        // check and the copy out of the data file.
-        pthread_rwlock_rdlock(&evictLock)
-        let n: Int
-        do {
-            n = try readLocked(into: buffer, at: offset)
-        } catch {
-            pthread_rwlock_unlock(&evictLock)
-            throw error
+        let count = Int(min(UInt64(buffer.count), size - offset))
+        let first = Int(offset / UInt64(unit)), last = Int((offset + UInt64(count) - 1) / UInt64(unit))
+        let dst = UnsafeMutableRawBufferPointer(rebasing: buffer[0..<count])
+        accounting.used()
+        // Fast path: every unit present and no eviction before or during the copy.
+        let before = epoch.load(ordering: .acquiring)
+        if before & 1 == 0 && bits.containsAll(first...last) {
+            afterPresenceCheck?()
+            let n = try data.read(into: dst, at: offset)
+            if epoch.load(ordering: .acquiring) == before {
+                guard n == count else { throw BlockIOError.truncated(name: data.path, offset: offset, wanted: count, got: n) }
+                hits.add(last - first + 1, ordering: .relaxed)
+                CacheMetrics.shared.hits.increment(by: last - first + 1)
+                readAhead(after: offset, count: count)
+                return count
+            }
         }
-        pthread_rwlock_unlock(&evictLock)
-        readAhead(after: offset, count: n)
-        cache.evictIfNeeded(except: key)
-        return n
+        // Slow path: refill what is missing, under the eviction lock's read side, so no
+        // unit can vanish between its presence check and the copy.
+        try evictLock.withReadLock { try readRefilling(into: dst, at: offset, units: first...last) }
+        accounting.settle()
+        readAhead(after: offset, count: count)
+        return count
     }
 
     /// A reader that continues where the last read ended gets the next `readahead`
@@ -129,66 +159,68 @@ public final class CachedFile: BlockFile, @unchecked Sendable {
     }
 
     /// Makes the units of `range` present (no copy to a caller).
-    private func prefetch(_ range: Range<UInt64>) throws {
-        pthread_rwlock_rdlock(&evictLock)
-        defer { pthread_rwlock_unlock(&evictLock) }
-        let first = Int(range.lowerBound / UInt64(unit)), last = Int((range.upperBound - 1) / UInt64(unit))
-        var u = first
-        while u <= last {
-            if present(u) { u += 1; continue }
-            var end = u + 1
-            while end <= last && !present(end) { end += 1 }
-            try fetch(u..<end)
-            u = end
+    public func prefetch(_ range: Range<UInt64>) throws {
+        guard range.lowerBound < size, !range.isEmpty else { return }
+        let upper = min(range.upperBound, size)
+        try evictLock.withReadLock {
+            let first = Int(range.lowerBound / UInt64(unit)), last = Int((upper - 1) / UInt64(unit))
+            var u = first
+            while u <= last {
+                if bits.contains(u) { u += 1; continue }
+                var end = u + 1
+                while end <= last && !bits.contains(end) { end += 1 }
+                try fetch(u..<end)
+                u = end
+            }
         }
+        accounting.settle()
     }
 
-    private func readLocked(into buffer: UnsafeMutableRawBufferPointer, at offset: UInt64) throws -> Int {
-        let count = Int(min(UInt64(buffer.count), size - offset))
-        let first = Int(offset / UInt64(unit)), last = Int((offset + UInt64(count) - 1) / UInt64(unit))
-        cache.touch(key)
-        var u = first
-        while u <= last {
-            if !present(u) {
+    private func readRefilling(into dst: UnsafeMutableRawBufferPointer, at offset: UInt64, units r: ClosedRange<Int>) throws {
+        var u = r.lowerBound
+        var present = 0
+        while u <= r.upperBound {
+            if !bits.contains(u) {
                 // Fetch the run of missing units starting here (at most 4 MiB at once).
                 var end = u + 1
-                while end <= last && end - u < max(1, (4 << 20) / unit) && !present(end) { end += 1 }
+                while end <= r.upperBound && end - u < max(1, (4 << 20) / unit) && !bits.contains(end) { end += 1 }
                 try fetch(u..<end)
+                u = end
             } else {
-                hits.add(1, ordering: .relaxed)
-                CacheMetrics.shared.hits.increment()
+                present += 1
+                u += 1
             }
-            u += 1
         }
-        let n = try data.read(into: UnsafeMutableRawBufferPointer(rebasing: buffer[0..<count]), at: offset)
-        guard n == count else { throw BlockIOError.truncated(name: data.path, offset: offset, wanted: count, got: n) }
-        return count
+        if present > 0 {
+            hits.add(present, ordering: .relaxed)
+            CacheMetrics.shared.hits.increment(by: present)
+        }
+        let n = try data.read(into: dst, at: offset)
+        guard n == dst.count else { throw BlockIOError.truncated(name: data.path, offset: offset, wanted: dst.count, got: n) }
     }
 
     /// Fetches units `r` unless another reader is already fetching them (then waits).
     private func fetch(_ r: Range<Int>) throws {
-        pthread_mutex_lock(&fetchMutex)
-        var mine: [Int] = []
-        for u in r where !present(u) {
-            if fetching.contains(u) { continue }
-            fetching.insert(u)
-            mine.append(u)
+        let mine: [Int] = refills.withLock { st in
+            var m: [Int] = []
+            for u in r where !bits.contains(u) && !st.fetching.contains(u) {
+                st.fetching.insert(u)
+                m.append(u)
+            }
+            return m
         }
-        pthread_mutex_unlock(&fetchMutex)
         var failure: Error?
         if let lo = mine.first, let hi = mine.last, hi - lo + 1 == mine.count {
             do { try fill(lo..<(hi + 1)) } catch { failure = error }
         } else {
             for u in mine { do { try fill(u..<(u + 1)) } catch { failure = error; break } }
         }
-        pthread_mutex_lock(&fetchMutex)
-        for u in mine { fetching.remove(u) }
-        pthread_cond_broadcast(&fetchDone)
+        refills.withLock { st in for u in mine { st.fetching.remove(u) } }
+        refills.notifyAll()
         // Wait for units other readers are fetching.
-        while r.contains(where: { fetching.contains($0) }) { pthread_cond_wait(&fetchDone, &fetchMutex) }
-        pthread_mutex_unlock(&fetchMutex)
+        refills.withLock(when: { st in !r.contains(where: { st.fetching.contains($0) }) }) { _ in }
         if let failure { throw failure }
-        for u in r where !present(u) {
+        for u in r where !bits.contains(u) {
             throw BlockIOError.io(name: name, operation: "cache refill", offset: UInt64(u) * UInt64(unit), errno: EIO)
         }
     }
@@ -206,8 +238,9 @@ public final class CachedFile: BlockFile, @unchecked Sendable {
         let got = try upstream.read(into: buf, at: start)
         guard got == n else { throw BlockIOError.truncated(name: upstream.name, offset: start, wanted: n, got: got) }
         try data.write(UnsafeRawBufferPointer(buf), at: start)
-        lock.withLock { _ in for u in r { bits[u >> 3] |= 1 << (u & 7) } }
-        let pending = lock.withLock { _ -> Int in unsynced.append(contentsOf: r); return unsynced.count }
+        // Data first, then the bits (released): a reader that sees a bit sees the data.
+        for u in r { bits.insert(u) }
+        let pending = refills.withLock { st -> Int in st.unsynced.append(contentsOf: r); return st.unsynced.count }
         // Persist presence in the background, at most once a second (fdatasync is the
         // expensive part): data first, then the bits. Until then a crash only costs
         // refetching the units whose bits were not persisted.
@@ -221,7 +254,7 @@ public final class CachedFile: BlockFile, @unchecked Sendable {
             }
             if !queued { syncing.store(false, ordering: .releasing) }
         }
-        cache.grew(key, by: UInt64(n))
+        accounting.grew(by: UInt64(n))
     }
 
     /// Makes fetched data durable, then records its presence bits. Only bits of units
@@ -229,24 +262,24 @@ public final class CachedFile: BlockFile, @unchecked Sendable {
     /// units another thread filled meanwhile.
     func syncMap() throws {
         // Eviction (write side) must not interleave: it would see its cleared map overwritten.
-        pthread_rwlock_rdlock(&evictLock)
-        defer { pthread_rwlock_unlock(&evictLock) }
-        let units: [Int] = lock.withLock { _ in let u = unsynced; unsynced = []; return u }
-        guard !units.isEmpty else { return }
-        if fdatasync(data.fd) != 0 {
-            let e = errno
-            lock.withLock { _ in unsynced.append(contentsOf: units) }
-            throw BlockIOError.io(name: data.path, operation: "fdatasync", offset: 0, errno: e)
+        try evictLock.withReadLock {
+            let units: [Int] = refills.withLock { st in let u = st.unsynced; st.unsynced = []; return u }
+            guard !units.isEmpty else { return }
+            if fdatasync(data.fd) != 0 {
+                let e = errno
+                refills.withLock { $0.unsynced.append(contentsOf: units) }
+                throw BlockIOError.io(name: data.path, operation: "fdatasync", offset: 0, errno: e)
+            }
+            let bytes = Set(units.map { $0 >> 3 }).sorted()
+            let snapshot: [(Int, UInt8)] = refills.withLock { st in
+                for u in units where bits.contains(u) { st.durable[u >> 3] |= 1 << (u & 7) }
+                return bytes.map { ($0, st.durable[$0]) }
+            }
+            for (byte, value) in snapshot {
+                try map.writeBytes([value], at: UInt64(PresenceMap.headerSize + byte))
+            }
+            if fdatasync(map.fd) != 0 { throw BlockIOError.io(name: map.path, operation: "fdatasync", offset: 0, errno: errno) }
         }
-        let bytes = Set(units.map { $0 >> 3 }).sorted()
-        let snapshot: [(Int, UInt8)] = lock.withLock { _ in
-            for u in units { durable[u >> 3] |= bits[u >> 3] & (1 << (u & 7)) }
-            return bytes.map { ($0, durable[$0]) }
-        }
-        for (byte, value) in snapshot {
-            try map.writeBytes([value], at: UInt64(PresenceMap.headerSize + byte))
-        }
-        if fdatasync(map.fd) != 0 { throw BlockIOError.io(name: map.path, operation: "fdatasync", offset: 0, errno: errno) }
     }
 
     public func flush() throws { try syncMap() }
@@ -254,19 +287,75 @@ public final class CachedFile: BlockFile, @unchecked Sendable {
     /// Forgets every cached unit of this blob (its bytes failed verification).
     public func invalidate() {
         dropAll()
-        cache.dropped(key)
+        accounting.dropped()
     }
 
     /// Forgets every cached unit (eviction).
     func dropAll() {
-        pthread_rwlock_wrlock(&evictLock)
-        defer { pthread_rwlock_unlock(&evictLock) }
-        lock.withLock { _ in
-            for i in bits.indices { bits[i] = 0; durable[i] = 0 }
-            unsynced = []
+        evictLock.withWriteLock {
+            // Odd epoch: hits that start now take the slow path; hits already copying
+            // see the epoch change afterwards and retry there.
+            epoch.add(1, ordering: .acquiringAndReleasing)
+            defer { epoch.add(1, ordering: .releasing) }
+            bits.removeAll()
+            refills.withLock { st in
+                for i in st.durable.indices { st.durable[i] = 0 }
+                st.unsynced = []
+            }
+            try? map.writeBytes([UInt8](repeating: 0, count: (units + 7) / 8), at: UInt64(PresenceMap.headerSize))
+            try? map.flush()
+            try? data.discard(offset: 0, length: size)
         }
-        try? map.writeBytes([UInt8](repeating: 0, count: bits.count), at: UInt64(PresenceMap.headerSize))
-        try? map.flush()
-        try? data.discard(offset: 0, length: size)
+    }
+}
+
+/// One presence bit per refill unit, as atomic 64-bit words: readers test them with
+/// no lock; refills set them (release) after the unit's data is written.
+final class PresenceBits: @unchecked Sendable {
+    private let words: UnsafeMutablePointer<Atomic<UInt64>>
+    private let count: Int
+
+    init(units: Int, bytes: [UInt8]) {
+        count = max(1, (units + 63) / 64)
+        words = .allocate(capacity: count)
+        for w in 0..<count {
+            var v: UInt64 = 0
+            for b in 0..<8 where w * 8 + b < bytes.count { v |= UInt64(bytes[w * 8 + b]) << (8 * b) }
+            (words + w).initialize(to: Atomic(v))
+        }
+    }
+
+    deinit {
+        words.deinitialize(count: count)
+        words.deallocate()
+    }
+
+    @inline(__always)
+    func contains(_ u: Int) -> Bool {
+        words[u >> 6].load(ordering: .acquiring) & (1 << UInt64(u & 63)) != 0
+    }
+
+    /// Whether every unit in `r` is present (word by word).
+    @inline(__always)
+    func containsAll(_ r: ClosedRange<Int>) -> Bool {
+        var u = r.lowerBound
+        while u <= r.upperBound {
+            let w = u >> 6
+            let hi = min(r.upperBound, w * 64 + 63)
+            let lowBit = u & 63, highBit = hi & 63
+            let mask: UInt64 = (highBit == 63 ? ~0 : (UInt64(1) << UInt64(highBit + 1)) - 1) & ~((UInt64(1) << UInt64(lowBit)) - 1)
+            if words[w].load(ordering: .acquiring) & mask != mask { return false }
+            u = hi + 1
+        }
+        return true
+    }
+
+    @inline(__always)
+    func insert(_ u: Int) {
+        words[u >> 6].bitwiseOr(1 << UInt64(u & 63), ordering: .releasing)
+    }
+
+    func removeAll() {
+        for w in 0..<count { words[w].store(0, ordering: .releasing) }
     }
 }
