@@ -31,7 +31,9 @@ public final class TraceRecorder: Sendable {
     public static let defaultMaxRecords = 1 << 22
 
     private let buffers = Buffers()
-    private let local: ThreadLocal<Buffer>
+    /// Made by the first `begin`, so an image that never records holds no thread-local key
+    /// (a process has about a thousand); read on the hot path with one atomic load.
+    private let local = AtomicLazyReference<ThreadLocal<Buffer>>()
     private let sequence = Atomic<UInt64>(0)
     private let dropped = Atomic<Int>(0)
     /// generation << 1 | recording bit: one load tells whether and for whom to record.
@@ -41,12 +43,6 @@ public final class TraceRecorder: Sendable {
 
     public init(maxRecords: Int = TraceRecorder.defaultMaxRecords) {
         self.maxRecords = maxRecords
-        let registry = buffers
-        local = ThreadLocal {
-            let b = Buffer()
-            registry.all.withLock { $0.append(b) }
-            return b
-        }
     }
 
     /// Whether a recording is running.
@@ -61,6 +57,14 @@ public final class TraceRecorder: Sendable {
     /// Starts a new recording (discarding anything left from an earlier one).
     public func begin() {
         control.withLock { _ in
+            if local.load() == nil {
+                let registry = buffers
+                _ = local.storeIfNil(ThreadLocal {
+                    let b = Buffer()
+                    registry.all.withLock { $0.append(b) }
+                    return b
+                })
+            }
             let generation = (state.load(ordering: .acquiring) >> 1) &+ 1
             for b in buffers.all.withLock({ $0 }) { b.entries.withLock { $0.removeAll(keepingCapacity: false) } }
             sequence.store(0, ordering: .relaxed)
@@ -79,7 +83,7 @@ public final class TraceRecorder: Sendable {
 
     private func recordSlow(generation: UInt32, layerIndex: UInt32, offset: UInt64, count: Int) {
         let seq = sequence.add(1, ordering: .relaxed).oldValue
-        guard seq < UInt64(maxRecords) else {
+        guard seq < UInt64(maxRecords), let local = local.load() else {
             dropped.add(1, ordering: .relaxed)
             return
         }
