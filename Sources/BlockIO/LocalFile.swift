@@ -1,4 +1,5 @@
 import Glibc
+import Threading
 
 /// A local file read and written with `pread`/`pwrite`. Owns its file descriptor.
 public final class LocalFile: BlockFile, @unchecked Sendable {
@@ -88,9 +89,8 @@ public final class LocalFile: BlockFile, @unchecked Sendable {
         }
         var done = 0
         while done < buffer.count {
-            let n = pread(fd, buffer.baseAddress! + done, buffer.count - done, off_t(offset) + off_t(done))
+            let n = retryingInterrupted { pread(fd, buffer.baseAddress! + done, buffer.count - done, off_t(offset) + off_t(done)) }
             if n < 0 {
-                if errno == EINTR { continue }
                 throw BlockIOError.io(name: path, operation: "read", offset: offset + UInt64(done), errno: errno)
             }
             if n == 0 { break }
@@ -103,9 +103,8 @@ public final class LocalFile: BlockFile, @unchecked Sendable {
         guard isWritable else { throw BlockIOError.readOnly(name: path) }
         var done = 0
         while done < buffer.count {
-            let n = pwrite(fd, buffer.baseAddress! + done, buffer.count - done, off_t(offset) + off_t(done))
+            let n = retryingInterrupted { pwrite(fd, buffer.baseAddress! + done, buffer.count - done, off_t(offset) + off_t(done)) }
             if n < 0 {
-                if errno == EINTR { continue }
                 throw BlockIOError.io(name: path, operation: "write", offset: offset + UInt64(done), errno: errno)
             }
             done += n

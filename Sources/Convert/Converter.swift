@@ -317,13 +317,11 @@ public enum ChainID {
     }
 }
 
-final class ReportLock: @unchecked Sendable {
-    private var m = pthread_mutex_t()
-    init() { pthread_mutex_init(&m, nil) }
+/// Guards state kept outside the lock (reports, slots, the cache index).
+final class ReportLock: Sendable {
+    private let lock = ConditionLock(())
     func run<T>(_ body: () throws -> T) rethrows -> T {
-        pthread_mutex_lock(&m)
-        defer { pthread_mutex_unlock(&m) }
-        return try body()
+        try lock.withLock { _ in try body() }
     }
 }
 

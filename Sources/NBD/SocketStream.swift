@@ -1,4 +1,5 @@
 import Glibc
+import Threading
 
 /// Blocking whole-buffer reads and writes on a socket file descriptor.
 struct SocketStream {
@@ -10,12 +11,9 @@ struct SocketStream {
     func readExactly(_ buf: UnsafeMutableRawBufferPointer) throws {
         var done = 0
         while done < buf.count {
-            let n = recv(fd, buf.baseAddress! + done, buf.count - done, 0)
+            let n = retryingInterrupted { recv(fd, buf.baseAddress! + done, buf.count - done, 0) }
             if n == 0 { throw Failure.closed }
-            if n < 0 {
-                if errno == EINTR { continue }
-                throw Failure.error(errno)
-            }
+            if n < 0 { throw Failure.error(errno) }
             done += n
         }
     }
@@ -33,9 +31,8 @@ struct SocketStream {
     func writeAll(_ buf: UnsafeRawBufferPointer) throws {
         var done = 0
         while done < buf.count {
-            let n = send(fd, buf.baseAddress! + done, buf.count - done, Int32(MSG_NOSIGNAL))
+            let n = retryingInterrupted { send(fd, buf.baseAddress! + done, buf.count - done, Int32(MSG_NOSIGNAL)) }
             if n < 0 {
-                if errno == EINTR { continue }
                 throw Failure.error(errno)
             }
             done += n

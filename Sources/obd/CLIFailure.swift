@@ -1,6 +1,7 @@
 import ArgumentParser
 import BlockIO
 import Glibc
+import Threading
 
 /// Runs `body`, turning any error into one clear line on stderr and exit code 1.
 func runReportingErrors(_ body: () throws -> Void) throws {
@@ -74,8 +75,8 @@ func writeStandardError(_ text: String) {
     var bytes = Array(text.utf8)
     var done = 0
     while done < bytes.count {
-        let n = bytes.withUnsafeMutableBytes { Glibc.write(2, $0.baseAddress! + done, $0.count - done) }
-        if n <= 0 { if errno == EINTR { continue }; return }
+        let n = bytes.withUnsafeMutableBytes { b in retryingInterrupted { Glibc.write(2, b.baseAddress! + done, b.count - done) } }
+        if n <= 0 { return }
         done += n
     }
     bytes.removeAll()

@@ -5,6 +5,7 @@ import FoundationEssentials
 import Glibc
 import Image
 import Registry
+import Synchronization
 import Threading
 import ZFile
 
@@ -110,16 +111,16 @@ struct ConvertCommand: ParsableCommand {
 final class ConvertProgress: @unchecked Sendable {
     let json: Bool
     let tty = isatty(2) != 0
-    private var mutex = pthread_mutex_t()
+    /// One event drawn at a time (events come from every layer's thread).
+    private let drawing = Mutex(())
 
-    init(json: Bool) {
-        self.json = json
-        pthread_mutex_init(&mutex, nil)
-    }
+    init(json: Bool) { self.json = json }
 
     func show(_ e: ConvertEvent) {
-        pthread_mutex_lock(&mutex)
-        defer { pthread_mutex_unlock(&mutex) }
+        drawing.withLock { _ in draw(e) }
+    }
+
+    private func draw(_ e: ConvertEvent) {
         if json {
             print(#"{"event":"\#(e.stage.rawValue)","manifest":"\#(e.manifest)","layer":\#(e.layer),"layers":\#(e.layers),"detail":"\#(e.detail)"}"#)
             return

@@ -3,6 +3,7 @@ import BlockIO
 import Glibc
 import Image
 import LSMT
+import Threading
 
 struct ExportCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -28,9 +29,8 @@ struct ExportCommand: ParsableCommand {
                     let n = try disk.read(into: buf, at: off)
                     var done = 0
                     while done < n {
-                        let w = Glibc.write(1, buf.baseAddress! + done, n - done)
+                        let w = retryingInterrupted { Glibc.write(1, buf.baseAddress! + done, n - done) }
                         if w < 0 {
-                            if errno == EINTR { continue }
                             throw CLIError("stdout: write failed: \(BlockIOError.text(errno))")
                         }
                         done += w

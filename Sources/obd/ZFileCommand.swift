@@ -1,6 +1,7 @@
 import ArgumentParser
 import BlockIO
 import Glibc
+import Threading
 import ZFile
 
 struct ZFileCommand: ParsableCommand {
@@ -98,9 +99,8 @@ func openZFile(_ path: String) throws -> (ZFileReader, String) {
 func readStandardInput(into buf: UnsafeMutableRawBufferPointer) throws -> Int {
     var done = 0
     while done < buf.count {
-        let n = Glibc.read(0, buf.baseAddress! + done, buf.count - done)
+        let n = retryingInterrupted { Glibc.read(0, buf.baseAddress! + done, buf.count - done) }
         if n < 0 {
-            if errno == EINTR { continue }
             throw CLIError("stdin: read failed: \(BlockIOError.text(errno))")
         }
         if n == 0 { break }

@@ -2,6 +2,7 @@ import BlockIO
 import Dispatch
 import Glibc
 import TestSupport
+import Synchronization
 import Testing
 import Threading
 
@@ -114,12 +115,10 @@ struct BlockIOTests {
     }
 }
 
-final class Counter: @unchecked Sendable {
-    private var n = 0
-    private var lock = pthread_mutex_t()
-    init() { pthread_mutex_init(&lock, nil) }
-    func add() { pthread_mutex_lock(&lock); n += 1; pthread_mutex_unlock(&lock) }
-    var value: Int { pthread_mutex_lock(&lock); defer { pthread_mutex_unlock(&lock) }; return n }
+final class Counter: Sendable {
+    private let n = Mutex(0)
+    func add() { n.withLock { $0 += 1 } }
+    var value: Int { n.withLock { $0 } }
 }
 
 @Suite("libaio engine")

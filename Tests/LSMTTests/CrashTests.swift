@@ -1,7 +1,8 @@
 import Glibc
 import LSMT
-import Testing
 import TestSupport
+import Testing
+import Threading
 
 /// Kills a writer process with SIGKILL at random moments and checks what survives.
 @Suite("Crash safety of writable layers", .serialized)
@@ -20,7 +21,7 @@ struct CrashTests {
         usleep(delay)
         kill(pid, SIGKILL)
         var status: Int32 = 0
-        while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
+        _ = retryingInterrupted { waitpid(pid, &status, 0) }
         var it = Iteration()
         for line in readText(log).split(separator: "\n") {
             let parts = line.split(separator: " ")

@@ -1,5 +1,6 @@
 import Crypto
 import Glibc
+import Threading
 
 /// Locates the overlaybd reference files (`../shared/testdata/overlaybd-ref`, or
 /// `$OBD_REFERENCE_DIR`). They are read-only: tests copy anything they write to.
@@ -151,7 +152,7 @@ public func run(_ argv: [String], stdin: String? = nil) -> (status: Int32, out: 
         return (127, "", "spawn \(argv[0]) failed")
     }
     var status: Int32 = 0
-    while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
+    _ = retryingInterrupted { waitpid(pid, &status, 0) }
     let exit = (status & 0x7F) == 0 ? (status >> 8) & 0xFF : 128 + (status & 0x7F)
     return (exit, readText(outPath), readText(errPath))
 }
