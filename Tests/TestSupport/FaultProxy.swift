@@ -92,9 +92,8 @@ public final class FaultProxy: @unchecked Sendable {
 
     private func acceptLoop() {
         while !stopped.load(ordering: .relaxed) {
-            let c = accept(fd, nil, nil)
+            let c = retryingInterrupted { accept(fd, nil, nil) }
             if c < 0 {
-                if errno == EINTR { continue }
                 return
             }
             if (try? NamedThread.detach(name: "fault-proxy-conn", { [self] in handle(c) })) == nil { close(c) }
