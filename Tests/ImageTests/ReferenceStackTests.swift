@@ -4,6 +4,7 @@ import Image
 import LSMT
 import Testing
 import TestSupport
+import Trace
 
 /// The README's "Expected virtual-disk content" table: every stack that must produce each disk.
 @Suite("Reference stacks", .enabled(if: ReferenceFiles.shouldRun), .serialized)
@@ -62,7 +63,8 @@ struct ReferenceStackTests {
         var global = GlobalConfig()
         global.ioEngine = 1
         let disk = try Image(config: config, global: global).stack
-        #expect(disk.lowers[1].file is AIOFile)
+        // The layer file LSMT reads is the trace-recording decorator over the AIO file.
+        #expect((disk.lowers[1].file as? TracingFile)?.inner is AIOFile)
         let full = try Digest.sha256(size: disk.size) { try disk.read(into: $0, at: $1) }
         #expect(full == Self.layer12.0)
     }
