@@ -183,7 +183,11 @@ struct CommandRingTests {
             var cdb = g.bytes(Int(g.next() % 17))
             if !cdb.isEmpty && g.next() % 4 != 0 { cdb[0] = ops[Int(g.next() % UInt64(ops.count))] }
             let data = area.buffers([Int(g.next() % 3) * 4096 + Int(g.next() % 600)], fill: UInt8(truncatingIfNeeded: g.next()))
-            _ = disk.execute(cdb: cdb, data: data)
+            let status = disk.execute(cdb: cdb, data: data)
+            // A healthy disk answers garbage with GOOD or an ILLEGAL REQUEST sense, never
+            // a medium or hardware error.
+            let allowed: [SCSIStatus] = [.invalidOpcode, .invalidFieldInCDB, .invalidFieldInParameterList, .lbaOutOfRange, .parameterListLengthError]
+            #expect(status == .good || allowed.contains(status), "CDB \(cdb): \(status)")
         }
     }
 }

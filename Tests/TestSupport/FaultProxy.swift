@@ -44,6 +44,10 @@ public final class FaultProxy: @unchecked Sendable {
     private let extraHeaders: [String]
     /// Latency added to every request, in milliseconds.
     public let latencyMs = Atomic<Int>(0)
+    private let active = Atomic<Int>(0)
+    private let peak = Atomic<Int>(0)
+    /// Most requests the proxy was handling at one moment (shows whether a client overlaps them).
+    public var peakConcurrentRequests: Int { peak.load(ordering: .relaxed) }
 
     public var base: String { "http://\(bindAddress):\(port)" }
     public var host: String { "\(bindAddress):\(port)" }
@@ -88,7 +92,10 @@ public final class FaultProxy: @unchecked Sendable {
     /// Sets the fault policy: called for every request with its number (from 0).
     public func setPolicy(_ p: @escaping @Sendable (Request, Int) -> Fault) { policy.withLock { $0 = p } }
 
-    public func resetCounters() { stats.withLock { $0 = (0, 0, 0, 0) } }
+    public func resetCounters() {
+        stats.withLock { $0 = (0, 0, 0, 0) }
+        peak.store(0, ordering: .relaxed)
+    }
 
     private func acceptLoop() {
         while !stopped.load(ordering: .relaxed) {
@@ -115,6 +122,8 @@ public final class FaultProxy: @unchecked Sendable {
     private func handle(_ c: Int32) {
         defer { close(c) }
         guard let head = readHead(c) else { return }
+        _ = peak.max(active.add(1, ordering: .relaxed).newValue, ordering: .relaxed)
+        defer { active.subtract(1, ordering: .relaxed) }
         let lines = String(decoding: head, as: UTF8.self).split(separator: "\r\n").map(String.init)
         guard let first = lines.first else { return }
         let parts = first.split(separator: " ")
