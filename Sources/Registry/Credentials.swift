@@ -1,5 +1,6 @@
 import FoundationEssentials
 import Glibc
+import Synchronization
 
 /// A username and password (or token) for a registry. Never printed.
 public struct Credential: Equatable, Sendable, CustomStringConvertible {
@@ -20,10 +21,14 @@ public struct Credential: Equatable, Sendable, CustomStringConvertible {
 /// Matching follows overlaybd: a blob of `host/seg1/seg2` is matched by the keys
 /// `host`, `host/seg1`, `host/seg1/seg2` (scheme and trailing `/` ignored), and the
 /// *first key in file order* that equals one of them wins, not the longest.
-public struct CredentialStore: Sendable {
+public struct CredentialStore: Sendable, Equatable {
     public var entries: [(key: String, credential: Credential)] = []
 
     public init(entries: [(key: String, credential: Credential)] = []) { self.entries = entries }
+
+    public static func == (a: CredentialStore, b: CredentialStore) -> Bool {
+        a.entries.count == b.entries.count && zip(a.entries, b.entries).allSatisfy { $0.key == $1.key && $0.credential == $1.credential }
+    }
 
     /// Parses cred.json / docker config.json bytes (entries kept in file order).
     public static func parse(_ data: Data) throws -> CredentialStore {
@@ -74,6 +79,36 @@ public struct CredentialStore: Sendable {
             if candidates.contains(String(k)) { return c }
         }
         return nil
+    }
+}
+
+/// A credential file that may change while devices run (rotated passwords or tokens): the
+/// registry client reads it again when a registry answers 401 or 403, and uses the new
+/// secret from then on, without a restart.
+public final class CredentialFile: Sendable {
+    public let path: String
+    private let state: Mutex<CredentialStore>
+
+    /// Reads `path` (see `CredentialStore.load`: a missing file means anonymous access).
+    public init(path: String) throws {
+        self.path = path
+        state = Mutex(try CredentialStore.load(path: path))
+    }
+
+    /// The credentials read last.
+    public var store: CredentialStore { state.withLock { $0 } }
+
+    /// Reads the file again; true if its credentials differ from the ones in use. A file
+    /// that cannot be read or parsed now (caught mid-write, say) is an error and leaves
+    /// the credentials in use unchanged.
+    @discardableResult
+    public func reload() throws -> Bool {
+        let fresh = try CredentialStore.load(path: path)
+        return state.withLock { s in
+            if s == fresh { return false }
+            s = fresh
+            return true
+        }
     }
 }
 

@@ -1,6 +1,7 @@
 import CCurl
 import Glibc
 import Synchronization
+import Threading
 
 /// All HTTP transfers of the process run on one libcurl multi handle, driven by one
 /// thread: many range requests are in flight at once over a shared pool of reused
@@ -16,37 +17,24 @@ final class CurlMulti: @unchecked Sendable {
     /// One waiting transfer.
     final class Transfer: @unchecked Sendable {
         let easy: UnsafeMutableRawPointer
-        var result = CURLE_OK
-        private var done = false
-        private var mutex = pthread_mutex_t()
-        private var cond = pthread_cond_t()
+        /// The result once the transfer is done (nil while it runs).
+        private let state = ConditionLock<CURLcode?>(nil)
 
-        init(easy: UnsafeMutableRawPointer) {
-            self.easy = easy
-            pthread_mutex_init(&mutex, nil)
-            pthread_cond_init(&cond, nil)
-        }
-
-        deinit {
-            pthread_mutex_destroy(&mutex)
-            pthread_cond_destroy(&cond)
-        }
+        init(easy: UnsafeMutableRawPointer) { self.easy = easy }
 
         func finish(_ code: CURLcode) {
-            pthread_mutex_lock(&mutex)
-            result = code
-            done = true
-            pthread_cond_signal(&cond)
-            pthread_mutex_unlock(&mutex)
+            state.withLock { $0 = code }
+            state.notifyOne()
         }
 
         func wait() -> CURLcode {
-            pthread_mutex_lock(&mutex)
-            while !done { pthread_cond_wait(&cond, &mutex) }
-            pthread_mutex_unlock(&mutex)
-            return result
+            state.withLock(when: { $0 != nil }) { $0! }
         }
     }
+
+    /// Whether the driver thread runs (if it could not be started, every transfer fails).
+    /// (Written once, in `init`.)
+    private var driving = false
 
     private init() {
         _ = HTTPTransport.globalInit
@@ -54,17 +42,13 @@ final class CurlMulti: @unchecked Sendable {
         // Up to 16 parallel connections per host; HTTP/1.1 keep-alive reuses them.
         obd_curl_multi_setopt_long(multi, CURLMOPT_MAX_HOST_CONNECTIONS, 16)
         obd_curl_multi_setopt_long(multi, CURLMOPT_MAXCONNECTS, 64)
-        var t = pthread_t()
-        let me = Unmanaged.passUnretained(self).toOpaque()
-        pthread_create(&t, nil, { arg in
-            Unmanaged<CurlMulti>.fromOpaque(arg!).takeUnretainedValue().drive()
-            return nil
-        }, me)
-        pthread_detach(t)
+        // The process-wide instance lives as long as the process: its thread never ends.
+        driving = (try? NamedThread.detach(name: "obd-curl") { [self] in drive() }) != nil
     }
 
     /// Runs the configured easy handle to completion on the multi handle.
     func perform(_ easy: UnsafeMutableRawPointer) -> CURLcode {
+        guard driving else { return CURLE_FAILED_INIT }
         let t = Transfer(easy: easy)
         pending.withLock { $0.append(t) }
         curl_multi_wakeup(multi)

@@ -1,6 +1,7 @@
 import BlockIO
 import CCurl
 import Glibc
+import Threading
 
 /// One HTTP exchange over libcurl: a per-thread easy handle, run on the process's
 /// multi handle (so transfers overlap and connections are reused). Redirects are not followed here: the registry client follows them itself
@@ -26,6 +27,10 @@ final class HTTPTransport: @unchecked Sendable {
         /// Bytes written into the caller's buffer (range reads).
         var copied = 0
         var overflow = false
+        /// The connection broke after `copied` bytes of a 200/206 body had arrived in the
+        /// caller's buffer (a reset, a cut body, a proxy that died): those bytes are good
+        /// and a range read continues after them.
+        var partial = false
     }
 
     struct Options: Sendable {
@@ -144,6 +149,11 @@ final class HTTPTransport: @unchecked Sendable {
         obd_curl_getinfo_long(c, CURLINFO_RESPONSE_CODE, &status)
         sink.response.status = status
         if rc != CURLE_OK && !(rc == CURLE_WRITE_ERROR && sink.response.overflow) {
+            if target != nil, sink.response.copied > 0, status == 200 || status == 206,
+               rc == CURLE_PARTIAL_FILE || rc == CURLE_RECV_ERROR || rc == CURLE_OPERATION_TIMEDOUT {
+                sink.response.partial = true
+                return sink.response
+            }
             if rc == CURLE_OPERATION_TIMEDOUT { throw RegistryError.timeout(url: HTTPTransport.redact(request.url)) }
             if rc == CURLE_PEER_FAILED_VERIFICATION || rc == CURLE_SSL_CACERT_BADFILE || rc == CURLE_SSL_CERTPROBLEM
                 || rc == CURLE_SSL_PINNEDPUBKEYNOTMATCH {

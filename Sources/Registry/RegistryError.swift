@@ -14,6 +14,16 @@ public enum RegistryError: Error, CustomStringConvertible, Equatable {
     /// TLS verification failed: not retried (it will not get better).
     case tlsFailed(url: String, detail: String)
 
+    /// A failure that may pass if tried again: connection errors, timeouts, 429 and 5xx
+    /// (an outage or an overloaded server, not a wrong request or wrong credentials).
+    public var isRetryable: Bool {
+        switch self {
+        case .connectionFailed, .timeout, .tooManyRequests: return true
+        case let .http(_, status): return status >= 500
+        default: return false
+        }
+    }
+
     /// overlaybd's result-file phrase for this failure, without the URL.
     public var reason: String {
         switch self {

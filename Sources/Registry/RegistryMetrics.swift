@@ -10,6 +10,11 @@ final class RegistryMetrics: Sendable {
     let fetchBytes = Counter(label: "obd_registry_fetch_bytes_total")
     let fetchLatency = Timer(label: "obd_registry_fetch_duration")
 
+    /// Range requests sent through the P2P proxy, and P2P requests that failed and were
+    /// sent to the registry directly instead.
+    let p2pFetches = Counter(label: "obd_registry_p2p_requests_total")
+    let p2pFallbacks = Counter(label: "obd_registry_p2p_fallbacks_total")
+
     /// Failed attempts by kind (connection, timeout, server, throttled, auth, ...).
     func errors(kind: String) -> Counter {
         Counter(label: "obd_registry_errors_total", dimensions: [("kind", kind)])

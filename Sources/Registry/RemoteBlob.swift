@@ -1,6 +1,7 @@
 import BlockIO
 import Glibc
 import Synchronization
+import Threading
 
 /// A registry blob seen as a read-only file: every read is an HTTP range request.
 /// Identical ranges requested while one is in flight are fetched once: later callers
@@ -19,17 +20,18 @@ public final class RemoteBlob: BlockFile, @unchecked Sendable {
     struct RangeKey: Hashable { var offset: UInt64; var count: Int }
 
     /// One in-flight range and the callers waiting for it.
+    /// `waiters`, `bytes` and `failure` are written under the blob's `inFlight` lock, before
+    /// `finish()`, and read by waiters only after `wait()` returns.
     final class SharedFetch: @unchecked Sendable {
         var waiters = 0
         var bytes: [UInt8] = []
         var failure: (any Error)?
-        private var done = false
-        private var mutex = pthread_mutex_t()
-        private var cond = pthread_cond_t()
-        init() { pthread_mutex_init(&mutex, nil); pthread_cond_init(&cond, nil) }
-        deinit { pthread_mutex_destroy(&mutex); pthread_cond_destroy(&cond) }
-        func finish() { pthread_mutex_lock(&mutex); done = true; pthread_cond_broadcast(&cond); pthread_mutex_unlock(&mutex) }
-        func wait() { pthread_mutex_lock(&mutex); while !done { pthread_cond_wait(&cond, &mutex) }; pthread_mutex_unlock(&mutex) }
+        private let done = ConditionLock(false)
+        func finish() {
+            done.withLock { $0 = true }
+            done.notifyAll()
+        }
+        func wait() { done.withLock(when: { $0 }) { _ in } }
     }
 
     /// - Parameter size: the blob size if known (from config), else asked with HEAD.

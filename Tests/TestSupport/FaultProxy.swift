@@ -8,6 +8,9 @@ import Threading
 /// error statuses, connections reset or bodies cut mid-way, and redirects to another
 /// host. One request per connection (it answers `Connection: close`). Counts what
 /// passes so tests can assert on requests and bytes.
+///
+/// In forwarding mode (`init(forwardingPrefix:)`) it stands for a P2P proxy such as
+/// dfdaemon: it is asked for `<prefix>/<full URL>` and fetches that URL itself.
 public final class FaultProxy: @unchecked Sendable {
     /// What to do with one request.
     public enum Fault: Sendable, Equatable {
@@ -22,6 +25,14 @@ public final class FaultProxy: @unchecked Sendable {
         case corrupt
         /// Answers 307 to the same path on `base` (e.g. "http://127.0.0.2:1234").
         case redirect(base: String)
+        /// Closes the connection without answering.
+        case drop
+        /// Forwards the request with its Range cut to at most this many bytes: a valid but
+        /// shorter 206 than asked.
+        case shortRange(bytes: Int)
+        /// Sends the head and this many body bytes, then the whole proxy dies: the
+        /// listener closes and every open connection is reset.
+        case die(afterBytes: Int)
     }
 
     /// One request as seen by the proxy.
@@ -35,8 +46,16 @@ public final class FaultProxy: @unchecked Sendable {
 
     public let port: UInt16
     public let bindAddress: String
+    /// The registry port (0 in forwarding mode).
     public let upstreamPort: UInt16
+    /// Forwarding mode: the path prefix before the full URL (e.g. "/accelerator").
+    public let forwardingPrefix: String?
     private let fd: Int32
+    /// Client connections being served (closed under this lock, so `kill` never touches a
+    /// reused descriptor).
+    private let openClients = Mutex<Set<Int32>>([])
+    /// Text replaced in every forwarded response head (e.g. a token realm).
+    private let headRewrites = Mutex<[(String, String)]>([])
     private let stopped = Atomic<Bool>(false)
     private let policy: Mutex<@Sendable (Request, Int) -> Fault>
     private let stats = Mutex<(requests: Int, blobReads: Int, bodyBytes: Int, withAuth: Int)>((0, 0, 0, 0))
@@ -50,6 +69,10 @@ public final class FaultProxy: @unchecked Sendable {
     public var peakConcurrentRequests: Int { peak.load(ordering: .relaxed) }
 
     public var base: String { "http://\(bindAddress):\(port)" }
+    /// Forwarding mode: the address to configure as the P2P proxy (`p2pConfig.address`).
+    public var address: String { base + (forwardingPrefix ?? "") }
+    /// Whether the proxy has stopped (or died).
+    public var isStopped: Bool { stopped.load(ordering: .relaxed) }
     public var host: String { "\(bindAddress):\(port)" }
 
     /// Counters: requests seen, blob GETs, body bytes sent to clients, requests carrying Authorization.
@@ -60,8 +83,16 @@ public final class FaultProxy: @unchecked Sendable {
 
     public struct Failure: Error, CustomStringConvertible { public let description: String }
 
-    public init(upstreamPort: UInt16, bindAddress: String = "127.0.0.1", extraHeaders: [String] = []) throws {
+    /// A P2P-style forwarding proxy: `GET <prefix>/http://host:port/path` is sent to
+    /// `host:port` (an IPv4 address or `localhost`) as `GET /path`.
+    public convenience init(forwardingPrefix: String, bindAddress: String = "127.0.0.1") throws {
+        try self.init(upstreamPort: 0, bindAddress: bindAddress, forwardingPrefix: forwardingPrefix)
+    }
+
+    public init(upstreamPort: UInt16, bindAddress: String = "127.0.0.1", extraHeaders: [String] = [],
+                forwardingPrefix: String? = nil) throws {
         self.upstreamPort = upstreamPort
+        self.forwardingPrefix = forwardingPrefix
         self.bindAddress = bindAddress
         self.extraHeaders = extraHeaders
         policy = Mutex({ _, _ in .pass })
@@ -92,6 +123,23 @@ public final class FaultProxy: @unchecked Sendable {
     /// Sets the fault policy: called for every request with its number (from 0).
     public func setPolicy(_ p: @escaping @Sendable (Request, Int) -> Fault) { policy.withLock { $0 = p } }
 
+    /// Replaces `text` with `replacement` in the head of every forwarded response.
+    public func rewriteResponses(replacing text: String, with replacement: String) {
+        headRewrites.withLock { $0.append((text, replacement)) }
+    }
+
+    /// Stops listening and resets every open connection (a proxy process that dies).
+    public func kill() {
+        stop()
+        openClients.withLock { set in
+            for c in set {
+                var l = linger(l_onoff: 1, l_linger: 0)
+                setsockopt(c, SOL_SOCKET, SO_LINGER, &l, socklen_t(MemoryLayout<linger>.size))
+                shutdown(c, Int32(SHUT_RDWR))
+            }
+        }
+    }
+
     public func resetCounters() {
         stats.withLock { $0 = (0, 0, 0, 0) }
         peak.store(0, ordering: .relaxed)
@@ -103,7 +151,8 @@ public final class FaultProxy: @unchecked Sendable {
             if c < 0 {
                 return
             }
-            if (try? NamedThread.detach(name: "fault-proxy-conn", { [self] in handle(c) })) == nil { close(c) }
+            openClients.withLock { _ = $0.insert(c) }
+            if (try? NamedThread.detach(name: "fault-proxy-conn", { [self] in handle(c) })) == nil { closeClient(c) }
         }
     }
 
@@ -119,13 +168,20 @@ public final class FaultProxy: @unchecked Sendable {
         return nil
     }
 
+    private func closeClient(_ c: Int32) {
+        openClients.withLock { set in
+            set.remove(c)
+            close(c)
+        }
+    }
+
     private func handle(_ c: Int32) {
-        defer { close(c) }
+        defer { closeClient(c) }
         guard let head = readHead(c) else { return }
         _ = peak.max(active.add(1, ordering: .relaxed).newValue, ordering: .relaxed)
         defer { active.subtract(1, ordering: .relaxed) }
-        let lines = String(decoding: head, as: UTF8.self).split(separator: "\r\n").map(String.init)
-        guard let first = lines.first else { return }
+        var lines = String(decoding: head, as: UTF8.self).split(separator: "\r\n").map(String.init)
+        guard var first = lines.first else { return }
         let parts = first.split(separator: " ")
         guard parts.count >= 2 else { return }
         var headers: [String: String] = [:]
@@ -135,6 +191,17 @@ public final class FaultProxy: @unchecked Sendable {
             }
         }
         let request = Request(method: String(parts[0]), path: String(parts[1]), headers: headers)
+        // Forwarding mode: where the full URL in the path points.
+        var upstream = (host: "127.0.0.1", port: upstreamPort)
+        if let prefix = forwardingPrefix {
+            guard let target = FaultProxy.forwardTarget(request.path, prefix: prefix) else {
+                sendAll(c, Array("HTTP/1.1 400 Not a proxy URL\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".utf8))
+                return
+            }
+            upstream = (target.host, target.port)
+            first = "\(parts[0]) \(target.path) HTTP/1.1"
+            lines = lines.map { $0.lowercased().hasPrefix("host:") ? "Host: \(target.authority)" : $0 }
+        }
         let number: Int = stats.withLock { s in
             let n = s.requests
             s.requests += 1
@@ -153,6 +220,12 @@ public final class FaultProxy: @unchecked Sendable {
         case let .redirect(base):
             sendAll(c, Array("HTTP/1.1 307 Temporary Redirect\r\nLocation: \(base)\(request.path)\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".utf8))
             return
+        case .drop:
+            return
+        case let .shortRange(bytes):
+            if let r = request.range, let start = FaultProxy.rangeStart(r) {
+                lines = lines.map { $0.lowercased().hasPrefix("range:") ? "Range: bytes=\(start)-\(start + UInt64(bytes) - 1)" : $0 }
+            }
         default: break
         }
         // Forward with "Connection: close", read the whole response.
@@ -160,8 +233,15 @@ public final class FaultProxy: @unchecked Sendable {
         for l in lines.dropFirst() where !l.lowercased().hasPrefix("connection:") { forward += l + "\r\n" }
         for h in extraHeaders { forward += h + "\r\n" }
         forward += "Connection: close\r\n\r\n"
-        guard let response = exchange(Array(forward.utf8)) else { return }
-        guard let split = FaultProxy.headEnd(response) else { return }
+        guard var response = exchange(Array(forward.utf8), host: upstream.host, port: upstream.port) else { return }
+        guard var split = FaultProxy.headEnd(response) else { return }
+        let rewrites = headRewrites.withLock { $0 }
+        if !rewrites.isEmpty {
+            var head = String(decoding: response[0..<split], as: UTF8.self)
+            for (a, b) in rewrites { head = head.replacingOccurrences(of: a, with: b) }
+            response = Array(head.utf8) + response[split...]
+            split = head.utf8.count
+        }
         let body = response.count - split
         stats.withLock { $0.bodyBytes += body }
         switch fault {
@@ -171,6 +251,9 @@ public final class FaultProxy: @unchecked Sendable {
             setsockopt(c, SOL_SOCKET, SO_LINGER, &l, socklen_t(MemoryLayout<linger>.size))
         case let .truncate(after):
             sendAll(c, Array(response[0..<min(response.count, split + after)]))
+        case let .die(after):
+            sendAll(c, Array(response[0..<min(response.count, split + after)]))
+            kill()
         case .corrupt:
             var bad = response
             if bad.count > split { bad[split] ^= 0x01 }
@@ -186,13 +269,35 @@ public final class FaultProxy: @unchecked Sendable {
         return nil
     }
 
-    private func exchange(_ request: [UInt8]) -> [UInt8]? {
+    /// `<prefix>/http://host:port/path` -> where to connect and what path to ask for.
+    static func forwardTarget(_ path: String, prefix: String) -> (host: String, port: UInt16, authority: String, path: String)? {
+        guard path.hasPrefix(prefix + "/") else { return nil }
+        var url = Substring(path.dropFirst(prefix.count + 1))
+        guard url.hasPrefix("http://") else { return nil }
+        url = url.dropFirst(7)
+        let slash = url.firstIndex(of: "/") ?? url.endIndex
+        let authority = String(url[..<slash])
+        let rest = url[slash...].isEmpty ? "/" : String(url[slash...])
+        let hp = authority.split(separator: ":")
+        guard let h = hp.first else { return nil }
+        let host = h == "localhost" ? "127.0.0.1" : String(h)
+        let port = hp.count > 1 ? UInt16(hp[1]) ?? 80 : 80
+        return (host, port, authority, rest)
+    }
+
+    /// The first byte of `bytes=a-b`.
+    static func rangeStart(_ range: String) -> UInt64? {
+        guard range.hasPrefix("bytes="), let dash = range.firstIndex(of: "-") else { return nil }
+        return UInt64(range[range.index(range.startIndex, offsetBy: 6)..<dash])
+    }
+
+    private func exchange(_ request: [UInt8], host: String, port: UInt16) -> [UInt8]? {
         let s = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         defer { close(s) }
         var addr = sockaddr_in()
         addr.sin_family = sa_family_t(AF_INET)
-        addr.sin_addr.s_addr = inet_addr("127.0.0.1")
-        addr.sin_port = upstreamPort.bigEndian
+        addr.sin_addr.s_addr = inet_addr(host)
+        addr.sin_port = port.bigEndian
         let rc = withUnsafePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(s, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
         guard rc == 0 else { return nil }
         sendAll(s, request)
