@@ -136,9 +136,8 @@ struct BlockCacheTests {
         #expect(try f.readBytes(at: 1000, count: 10)[...] == bytes[1000..<1010])
         // Another process (flock(1) here) holding the folder: a clear refusal.
         cache = nil
-        guard let holder = spawn(["/usr/bin/flock", dir.file(".lock"), "/bin/sleep", "30"]) else { Issue.record("spawn"); return }
+        let holder = try holdLockInAnotherProcess(dir.file(".lock"))
         defer { kill(holder, SIGKILL); var st: Int32 = 0; waitpid(holder, &st, 0) }
-        usleep(300_000)
         #expect(throws: BlockCacheError.self) { try BlockCache(directory: dir.path, capacity: 8 << 20) }
     }
 

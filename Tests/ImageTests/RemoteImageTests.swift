@@ -180,9 +180,8 @@ struct RemoteImageTests {
     func cacheInUse() throws {
         let f = try RemoteImageFixture(mode: .anonymous)
         _ = run(["/bin/mkdir", "-p", f.cacheDir])
-        guard let holder = spawn(["/usr/bin/flock", f.cacheDir + "/.lock", "/bin/sleep", "60"]) else { Issue.record("spawn"); return }
+        let holder = try holdLockInAnotherProcess(f.cacheDir + "/.lock")
         defer { kill(holder, SIGKILL); var st: Int32 = 0; waitpid(holder, &st, 0) }
-        usleep(300_000)
         let messages = Mutex<[String]>([])
         let image = try Self.open(f) { m in messages.withLock { $0.append(m) } }
         #expect(messages.withLock { $0 }.contains { $0.contains("in use by another process") })

@@ -184,3 +184,24 @@ public func builtProduct(_ name: String) -> String {
     }
     return dir + "/" + name
 }
+
+/// Starts `flock(1)` holding `lockPath` (another process owning a folder) and returns
+/// its pid once the lock is taken: flock runs the ready command only while it holds it.
+public func holdLockInAnotherProcess(_ lockPath: String, seconds: Int = 60) throws -> pid_t {
+    let ready = lockPath + ".held"
+    unlink(ready)
+    guard let pid = spawn(["/usr/bin/flock", lockPath, "/bin/sh", "-c", "touch '\(ready)' && exec sleep \(seconds)"]) else {
+        throw LocalRegistry.Failure(description: "cannot start flock")
+    }
+    // Bounded: flock takes a free lock at once.
+    let deadline = monotonicSeconds() + 30
+    while access(ready, F_OK) != 0 {
+        guard monotonicSeconds() < deadline else {
+            kill(pid, SIGKILL)
+            throw LocalRegistry.Failure(description: "flock did not take \(lockPath)")
+        }
+        usleep(5_000)
+    }
+    unlink(ready)
+    return pid
+}
