@@ -61,6 +61,11 @@ public final class BlockCache: @unchecked Sendable {
     private let lockFD: Int32
     /// Runs readahead fetches and presence-map syncs off the readers' threads.
     let background = WorkerPool(threads: 4, capacity: 256, name: "obd-cache")
+    /// Upstream fetches that background work (trace prefetch, readahead) may have in
+    /// flight at once, host-wide: half of a registry host's 16 connections, so the other
+    /// half is always free for foreground reads.
+    public static let backgroundFetchShare = 8
+    let backgroundFetches = InFlightLimit(limit: BlockCache.backgroundFetchShare)
     /// Bytes fetched ahead of a sequential reader (0 turns readahead off).
     public var readahead: UInt64 = 64 << 20
 

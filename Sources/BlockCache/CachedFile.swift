@@ -152,7 +152,7 @@ public final class CachedFile: BlockFile, @unchecked Sendable {
         while from < limit {
             let r = from..<min(limit, from + chunk)
             // A full queue skips readahead rather than making the reader wait.
-            if !cache.background.trySubmit({ [self] in try? prefetch(r) }) { break }
+            if !cache.background.trySubmit({ [self] in WorkPriority.background { try? prefetch(r) } }) { break }
             from = r.upperBound
         }
         aheadTo.store(from, ordering: .relaxed)
@@ -200,7 +200,14 @@ public final class CachedFile: BlockFile, @unchecked Sendable {
     }
 
     /// Fetches units `r` unless another reader is already fetching them (then waits).
+    /// Background work (prefetch, readahead) first takes one of the cache's background
+    /// fetch slots, before it claims any unit: a foreground reader never waits for a
+    /// background fetch that is only queued, and background fetches never hold more than
+    /// their share of the registry's connections.
     private func fetch(_ r: Range<Int>) throws {
+        let slot = WorkPriority.current == .background
+        if slot { cache.backgroundFetches.enter() }
+        defer { if slot { cache.backgroundFetches.leave() } }
         let mine: [Int] = refills.withLock { st in
             var m: [Int] = []
             for u in r where !bits.contains(u) && !st.fetching.contains(u) {

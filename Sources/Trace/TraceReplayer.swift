@@ -60,7 +60,8 @@ public final class TraceReplayer: Sendable {
         for i in 0..<workers {
             do {
                 started.append(try NamedThread.spawn(name: "obd-prefetch-\(i)") { [self] in
-                    work()
+                    // Prefetch gets only a share of the registry connections.
+                    WorkPriority.background { work() }
                     workerExited(since: t0)
                 })
             } catch {

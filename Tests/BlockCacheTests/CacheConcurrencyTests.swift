@@ -104,3 +104,73 @@ struct CacheConcurrencyTests {
         }
     }
 }
+
+/// An upstream with a fixed number of connections (like a registry host's 16): reads
+/// from background threads hold their connection until the gate opens.
+final class ConnectionLimitedFile: BlockFile, Sendable {
+    let inner: MemoryFile
+    let connections: ConditionLock<(free: Int, open: Bool, heldByBackground: Int)>
+    init(_ bytes: [UInt8], connections n: Int) {
+        inner = MemoryFile(bytes: bytes, name: "limited", writable: false)
+        connections = ConditionLock((n, false, 0))
+    }
+    var size: UInt64 { inner.size }
+    var name: String { "limited" }
+    func read(into buffer: UnsafeMutableRawBufferPointer, at offset: UInt64) throws -> Int {
+        let background = WorkPriority.current == .background
+        connections.withLock(when: { $0.free > 0 }) { c in
+            c.free -= 1
+            if background { c.heldByBackground += 1 }
+        }
+        connections.notifyAll()
+        if background { connections.withLock(when: { $0.open }) { _ in } }
+        defer {
+            connections.withLock { c in
+                c.free += 1
+                if background { c.heldByBackground -= 1 }
+            }
+            connections.notifyAll()
+        }
+        return try inner.read(into: buffer, at: offset)
+    }
+}
+
+extension CacheConcurrencyTests {
+    /// 32 prefetch threads stuck on a slow upstream may take only their share of its
+    /// connections: a foreground miss still gets one at once.
+    @Test func foregroundMissesNeverQueueBehindPrefetch() throws {
+        let dir = TemporaryDirectory("obd-cache")
+        defer { dir.remove() }
+        let bytes = BlockCacheTests.blob(8 << 20, seed: 91)
+        let up = ConnectionLimitedFile(bytes, connections: 16)
+        let cache = try BlockCache(directory: dir.path, capacity: 1 << 30, refillSize: 64 * 1024)
+        cache.readahead = 0
+        let f = try cache.open(key: "sha256:prio", upstream: up)
+        var prefetchers: [JoinHandle] = []
+        for i in 0..<32 {
+            prefetchers.append(try NamedThread.spawn(name: "prefetch-\(i)") {
+                WorkPriority.background { try? f.prefetch(UInt64(i) * 65536..<UInt64(i + 1) * 65536) }
+            })
+        }
+        // Background work holds what it may of the connections...
+        let held = up.connections.withLock(when: { $0.heldByBackground >= BlockCache.backgroundFetchShare },
+                                           deadline: monotonicSeconds() + 30) { $0.heldByBackground }
+        #expect(held == BlockCache.backgroundFetchShare)
+        // ...and a foreground miss elsewhere completes while all of it is stuck.
+        let done = ConditionLock<[UInt8]?>(nil)
+        let reader = try NamedThread.spawn(name: "foreground") {
+            let got = try? f.readBytes(at: 6 << 20, count: 4096)
+            done.withLock { $0 = got ?? [] }
+            done.notifyAll()
+        }
+        let got = done.withLock(when: { $0 != nil }, deadline: monotonicSeconds() + 20) { $0! }
+        let stillHeld = up.connections.withLock { $0.heldByBackground }
+        up.connections.withLock { $0.open = true }
+        up.connections.notifyAll()
+        reader.join()
+        for p in prefetchers { p.join() }
+        #expect(got.map { $0[...] == bytes[(6 << 20)..<((6 << 20) + 4096)] } == true, "the foreground read waited behind prefetch")
+        #expect(stillHeld <= BlockCache.backgroundFetchShare)
+        #expect(try f.readBytes(at: 0, count: 32 * 65536)[...] == bytes[0..<(32 * 65536)])
+    }
+}

@@ -135,5 +135,6 @@ func currentThreadName() -> String {
     defer { fclose(f) }
     var buf = [CChar](repeating: 0, count: 32)
     guard fgets(&buf, 32, f) != nil else { return "" }
-    let s = String(cString: buf); return s.hasSuffix("\n") ? String(s.dropLast()) : s
+    let s = String(decoding: buf.prefix(while: { $0 != 0 }).map { UInt8(bitPattern: $0) }, as: UTF8.self)
+    return s.hasSuffix("\n") ? String(s.dropLast()) : s
 }
