@@ -1,4 +1,5 @@
 import FoundationEssentials
+import Registry
 
 /// The host-wide `overlaybd.json`, with overlaybd's keys and defaults. Unknown keys
 /// are ignored; a known key with the wrong type is an error.
@@ -35,11 +36,22 @@ public struct GlobalConfig: Sendable, Equatable {
         public var keyFile = ""
     }
 
-    /// obd extension: registry deadline, CA bundle and hosts allowed without TLS checks.
+    /// obd extension: registry deadline, outage policy, CA bundle and hosts allowed
+    /// without TLS checks. Unknown keys in this object are rejected.
     public struct RegistryConfig: Sendable, Equatable {
         public var timeoutSeconds = 30
+        /// Blob range reads keep retrying through a network or registry outage instead of
+        /// failing at the deadline (the disk blocks rather than returning I/O errors).
+        public var blockOnOutage = false
         public var caFile = ""
         public var insecureHosts: [String] = []
+    }
+
+    /// A P2P proxy for blob range reads, as overlaybd's `p2pConfig`. Unknown keys in this
+    /// object are rejected.
+    public struct P2PConfig: Sendable, Equatable {
+        public var enable = false
+        public var address = "http://localhost:9731/accelerator"
     }
 
     /// Trace replay (prefetch): overlaybd's `concurrency`, and obd's `maxRange`.
@@ -77,6 +89,7 @@ public struct GlobalConfig: Sendable, Equatable {
     public var certConfig = CertConfig()
     /// obd's own registry options (not in overlaybd).
     public var registryConfig = RegistryConfig()
+    public var p2pConfig = P2PConfig()
     /// Where the config was read from (empty for built-in defaults).
     public var path = ""
 
@@ -121,6 +134,11 @@ public struct GlobalConfig: Sendable, Equatable {
         guard (1...3600).contains(c.registryConfig.timeoutSeconds) else {
             throw ImageError.config(path: path, detail: "field 'registryConfig.timeoutSeconds': \(c.registryConfig.timeoutSeconds) is not between 1 and 3600")
         }
+        if c.p2pConfig.enable {
+            do { _ = try P2PProxy(address: c.p2pConfig.address) } catch {
+                throw ImageError.config(path: path, detail: "field 'p2pConfig.address': \(error)")
+            }
+        }
         guard (0...65535).contains(c.exporterConfig.port) else {
             throw ImageError.config(path: path, detail: "field 'exporterConfig.port': \(c.exporterConfig.port) is not a TCP port")
         }
@@ -141,12 +159,13 @@ public struct GlobalConfig: Sendable, Equatable {
         enum Keys: String, CodingKey {
             case logConfig, logLevel, logPath, cacheConfig, registryCacheDir, registryCacheSizeGB, cacheType
             case credentialFilePath, credentialConfig, ioEngine, enableAudit, auditPath, registryFsVersion, download
-            case exporterConfig, certConfig, registryConfig, prefetchConfig
+            case exporterConfig, certConfig, registryConfig, prefetchConfig, p2pConfig
         }
         enum PrefetchKeys: String, CodingKey { case concurrency, maxRange }
         enum ExporterKeys: String, CodingKey { case enable, uriPrefix, port, updateInterval, address }
         enum CertKeys: String, CodingKey { case certFile, keyFile }
-        enum RegistryKeys: String, CodingKey { case timeoutSeconds, caFile, insecureHosts }
+        enum RegistryKeys: String, CodingKey, CaseIterable { case timeoutSeconds, blockOnOutage, caFile, insecureHosts }
+        enum P2PKeys: String, CodingKey, CaseIterable { case enable, address }
         enum LogKeys: String, CodingKey { case logLevel, logPath, logSizeMB, logRotateNum }
         enum CacheKeys: String, CodingKey { case cacheType, cacheDir, cacheSizeGB, refillSize, blockSize }
         enum CredKeys: String, CodingKey { case mode, path, timeout }
@@ -206,11 +225,38 @@ public struct GlobalConfig: Sendable, Equatable {
             }
             if c.contains(.registryConfig) {
                 let k = try c.nestedContainer(keyedBy: RegistryKeys.self, forKey: .registryConfig)
+                try Self.rejectUnknownKeys(c, .registryConfig, known: RegistryKeys.self)
                 g.registryConfig.timeoutSeconds = try k.value(.timeoutSeconds, default: g.registryConfig.timeoutSeconds)
+                g.registryConfig.blockOnOutage = try k.value(.blockOnOutage, default: false)
                 g.registryConfig.caFile = try k.value(.caFile, default: "")
                 g.registryConfig.insecureHosts = try k.value(.insecureHosts, default: [])
             }
+            if c.contains(.p2pConfig) {
+                let k = try c.nestedContainer(keyedBy: P2PKeys.self, forKey: .p2pConfig)
+                try Self.rejectUnknownKeys(c, .p2pConfig, known: P2PKeys.self)
+                g.p2pConfig.enable = try k.value(.enable, default: g.p2pConfig.enable)
+                g.p2pConfig.address = try k.value(.address, default: g.p2pConfig.address)
+            }
             config = g
+        }
+
+        struct AnyKey: CodingKey {
+            var stringValue: String
+            var intValue: Int? { nil }
+            init(stringValue: String) { self.stringValue = stringValue }
+            init?(intValue: Int) { nil }
+        }
+
+        /// A key obd does not implement in one of these objects is an error, never ignored.
+        static func rejectUnknownKeys<K: CodingKey & CaseIterable & RawRepresentable>(
+            _ c: KeyedDecodingContainer<Keys>, _ key: Keys, known: K.Type
+        ) throws where K.RawValue == String {
+            let all = try c.nestedContainer(keyedBy: AnyKey.self, forKey: key)
+            for k in all.allKeys.sorted(by: { $0.stringValue < $1.stringValue }) where K(rawValue: k.stringValue) == nil {
+                throw DecodingError.dataCorrupted(DecodingError.Context(
+                    codingPath: [key, k],
+                    debugDescription: "not a key obd implements (known: \(K.allCases.map(\.rawValue).joined(separator: ", ")))"))
+            }
         }
     }
 }

@@ -48,7 +48,7 @@ public final class Image: Sendable {
         var layers: [ReadOnlyLayer] = []
         var paths: [String] = []
         var remotes: [RemoteLayer] = []
-        var sources: RemoteSources?
+        var sources: RemoteSources? = RemoteSources(global: global, log: log)
         // Every lower's decompressed layer file reports its reads to the recorder (idle
         // unless a recording runs). An acceleration layer (the top lower) is no disk layer.
         let recorder = TraceRecorder()

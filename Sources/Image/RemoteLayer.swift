@@ -36,13 +36,42 @@ public final class RemoteLayer: Sendable {
 }
 
 /// Where an image's remote lowers come from: one registry client per repository URL
-/// (so tokens and resolved redirects are shared by its layers) and the host-wide cache.
+/// (so tokens and resolved redirects are shared by its layers), the credential file
+/// (read again by the clients on 401/403), the P2P proxy if it answers, and the
+/// host-wide cache.
 final class RemoteSources {
     let global: GlobalConfig
+    let log: @Sendable (String) -> Void
     private var clients: [String: RegistryClient] = [:]
-    private var credentials: CredentialStore?
+    private var credentials: CredentialFile?
+    /// The P2P proxy, probed once when the first remote lower is opened (device creation).
+    private var p2p: P2PProxy??
 
-    init(global: GlobalConfig) { self.global = global }
+    init(global: GlobalConfig, log: @escaping @Sendable (String) -> Void = { _ in }) {
+        self.global = global
+        self.log = log
+    }
+
+    /// With `p2pConfig.enable`, the proxy if a TCP connection to it opens now (as
+    /// overlaybd checks at device creation); nil otherwise, and reads go to the registry.
+    func p2pProxy() throws -> P2PProxy? {
+        if let p2p { return p2p }
+        var found: P2PProxy?
+        if global.p2pConfig.enable {
+            let proxy: P2PProxy
+            do { proxy = try P2PProxy(address: global.p2pConfig.address) } catch {
+                throw ImageError.config(path: label, detail: "field 'p2pConfig.address': \(error)")
+            }
+            if proxy.answers() {
+                log("P2P proxy \(proxy.address) answers: blob range reads go through it (behind the local cache)")
+                found = proxy
+            } else {
+                log("P2P proxy \(proxy.address) does not answer: blob range reads go to the registry directly")
+            }
+        }
+        p2p = .some(found)
+        return found
+    }
 
     /// How errors name the global config (built-in defaults have no path).
     var label: String { global.path.isEmpty ? "overlaybd.json (built-in defaults)" : global.path }
@@ -72,11 +101,14 @@ final class RemoteSources {
             guard ["", "file"].contains(global.credentialConfig.mode) else {
                 throw ImageError.config(path: label, detail: "credentialConfig.mode '\(global.credentialConfig.mode)' is not supported (use \"file\")")
             }
-            credentials = try CredentialStore.load(path: global.credentialFile)
+            credentials = try CredentialFile(path: global.credentialFile)
         }
-        var options = RegistryOptions(plainHTTP: url.plainHTTP, insecure: global.registryConfig.insecureHosts.contains(url.host),
-                                      credentials: credentials ?? CredentialStore())
+        var options = RegistryOptions(plainHTTP: url.plainHTTP, insecure: global.registryConfig.insecureHosts.contains(url.host))
+        options.credentialFile = credentials
         options.timeoutSeconds = global.registryConfig.timeoutSeconds
+        options.blockOnOutage = global.registryConfig.blockOnOutage
+        options.p2p = try p2pProxy()
+        options.log = log
         if !global.registryConfig.caFile.isEmpty { options.caFile = global.registryConfig.caFile }
         if !global.certConfig.certFile.isEmpty { options.clientCert = global.certConfig.certFile }
         if !global.certConfig.keyFile.isEmpty { options.clientKey = global.certConfig.keyFile }
