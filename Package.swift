@@ -16,6 +16,7 @@ let package = Package(
         .library(name: "Registry", targets: ["Registry"]),
         .library(name: "BlockCache", targets: ["BlockCache"]),
         .library(name: "Trace", targets: ["Trace"]),
+        .library(name: "Ext4", targets: ["Ext4"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
@@ -47,16 +48,18 @@ let package = Package(
         ]),
         .target(name: "BlockCache", dependencies: ["Threading", "BlockIO", .product(name: "CoreMetrics", package: "swift-metrics")]),
         .target(name: "Trace", dependencies: ["Threading", "BlockIO", "CISAL"]),
+        // Read-only ext4 through libext2fs over any BlockFile (Convert adds writing).
+        .target(name: "Ext4", dependencies: ["BlockIO", "CExt2fs", .product(name: "Crypto", package: "swift-crypto")]),
         // Floor 2: assembly.
         .target(name: "Image", dependencies: [
-            "Threading", "BlockIO", "ZFile", "LSMT", "Registry", "BlockCache", "Trace",
+            "Threading", "BlockIO", "ZFile", "LSMT", "Registry", "BlockCache", "Trace", "Ext4",
             .product(name: "CoreMetrics", package: "swift-metrics"),
         ]),
         // Floor 3: frontends.
         .target(name: "NBD", dependencies: ["Threading", "BlockIO"]),
         .target(name: "TCMU", dependencies: ["Threading", "BlockIO", "Image", "CNL"]),
         .target(name: "Convert", dependencies: [
-            "Threading", "BlockIO", "LSMT", "ZFile", "Image", "Registry", "CExt2fs", "CArchive",
+            "Threading", "BlockIO", "LSMT", "ZFile", "Image", "Registry", "Ext4", "Trace", "CExt2fs", "CArchive",
         ]),
         .target(name: "MetricsExporter", dependencies: [
             "Threading", "BlockIO", .product(name: "CoreMetrics", package: "swift-metrics"),
@@ -64,7 +67,7 @@ let package = Package(
         ]),
         // Floor 4: entry points.
         .executableTarget(name: "obd", dependencies: [
-            "Threading", "BlockIO", "ZFile", "LSMT", "Image", "NBD", "Registry", "BlockCache", "MetricsExporter", "Convert",
+            "Threading", "BlockIO", "ZFile", "LSMT", "Image", "NBD", "Registry", "BlockCache", "MetricsExporter", "Convert", "Trace", "Ext4",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
         .executableTarget(name: "obd-tcmu", dependencies: [
@@ -88,14 +91,14 @@ let package = Package(
         .testTarget(name: "BlockIOTests", dependencies: ["Threading", "BlockIO", "TestSupport"]),
         .testTarget(name: "ZFileTests", dependencies: ["ZFile", "Threading", "BlockIO", "TestSupport", "CLZ4", "CZstd"]),
         .testTarget(name: "LSMTTests", dependencies: ["LSMT", "Threading", "BlockIO", "ZFile", "TestSupport"]),
-        .testTarget(name: "ImageTests", dependencies: ["Image", "LSMT", "ZFile", "Threading", "BlockIO", "Registry", "BlockCache", "Trace", "TestSupport"]),
+        .testTarget(name: "ImageTests", dependencies: ["Image", "LSMT", "ZFile", "Threading", "BlockIO", "Registry", "BlockCache", "Trace", "Ext4", "TestSupport"]),
         .testTarget(name: "TCMUTests", dependencies: ["TCMU", "Threading", "BlockIO", "LSMT", "TestSupport"]),
         .testTarget(name: "BlockCacheTests", dependencies: ["BlockCache", "Threading", "BlockIO", "Registry", "TestSupport"]),
         .testTarget(name: "RegistryTests", dependencies: ["Registry", "Threading", "BlockIO", "TestSupport"]),
         .testTarget(name: "TraceTests", dependencies: ["Trace", "Threading", "BlockIO", "TestSupport"]),
         .testTarget(name: "NBDTests", dependencies: ["NBD", "LSMT", "Threading", "BlockIO", "TestSupport"]),
         .testTarget(name: "CLITests", dependencies: ["Threading", "BlockIO", "TestSupport"]),
-        .testTarget(name: "ConvertTests", dependencies: ["Convert", "LSMT", "ZFile", "Threading", "BlockIO", "Registry", "Image", "TestSupport"],
+        .testTarget(name: "ConvertTests", dependencies: ["Convert", "LSMT", "ZFile", "Threading", "BlockIO", "Registry", "Image", "Ext4", "Trace", "TestSupport"],
                     exclude: ["Fixtures"]),
     ],
     swiftLanguageModes: [.v6]
@@ -108,7 +111,7 @@ if Context.environment["OBD_FUZZ"] != nil {
         .executableTarget(name: "fuzz-zfile", dependencies: ["Threading", "BlockIO", "ZFile"], path: "Fuzz/fuzz-zfile"),
         .executableTarget(name: "fuzz-lsmt", dependencies: ["Threading", "BlockIO", "LSMT"], path: "Fuzz/fuzz-lsmt"),
         .executableTarget(name: "fuzz-config", dependencies: ["Image"], path: "Fuzz/fuzz-config"),
-        .executableTarget(name: "fuzz-tar", dependencies: ["Threading", "BlockIO", "Convert"], path: "Fuzz/fuzz-tar"),
+        .executableTarget(name: "fuzz-tar", dependencies: ["Threading", "BlockIO", "Ext4", "Convert"], path: "Fuzz/fuzz-tar"),
         .executableTarget(name: "fuzz-registry", dependencies: ["Registry", "Convert"], path: "Fuzz/fuzz-registry"),
         .executableTarget(name: "fuzz-trace", dependencies: ["Trace"], path: "Fuzz/fuzz-trace"),
     ]

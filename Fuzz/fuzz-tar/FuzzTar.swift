@@ -1,5 +1,6 @@
 import BlockIO
 import Convert
+import Ext4
 import Glibc
 
 /// An empty 8 MiB ext4, made once; every input is applied to a fresh copy of it.

@@ -1,4 +1,5 @@
 import BlockIO
+import Ext4
 import FoundationEssentials
 import Glibc
 import Image

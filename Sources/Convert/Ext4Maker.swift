@@ -1,4 +1,5 @@
 import BlockIO
+import Ext4
 import Glibc
 
 /// Makes an empty ext4 on a block file, without root: Debian's `mke2fs` formats a

@@ -1,6 +1,7 @@
 import BlockIO
 import CArchive
 import CExt2fs
+import Ext4
 import Glibc
 import Registry
 

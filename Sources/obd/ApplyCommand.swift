@@ -1,6 +1,7 @@
 import ArgumentParser
 import BlockIO
 import Convert
+import Ext4
 import Image
 import Registry
 

@@ -1,5 +1,6 @@
 import BlockIO
 import Convert
+import Ext4
 import Glibc
 import LSMT
 import Testing

@@ -6,8 +6,9 @@ import Synchronization
 /// A libext2fs I/O manager whose channels read and write a `BlockFile` (an obd layer
 /// stack): libext2fs edits the ext4 inside an image without a kernel, a loop device
 /// or a temporary raw file. A file is registered under a name, and `ext2fs_open2`
-/// gets that name with this manager.
-enum Ext2BlockIO {
+/// gets that name with this manager. Writes go to the file only for a file system
+/// opened writable (Convert); Image only reads.
+package enum Ext2BlockIO {
     /// The device behind one channel.
     final class Device: Sendable {
         let file: any BlockFile
@@ -18,13 +19,13 @@ enum Ext2BlockIO {
     private static let counter = Atomic<Int>(0)
 
     /// Makes `file` reachable as a channel name; `unregister` when done.
-    static func register(_ file: any BlockFile) -> String {
+    package static func register(_ file: any BlockFile) -> String {
         let name = "obd-block-\(counter.add(1, ordering: .relaxed).newValue)"
         devices.withLock { $0[name] = Device(file: file) }
         return name
     }
 
-    static func unregister(_ name: String) { devices.withLock { _ = $0.removeValue(forKey: name) } }
+    package static func unregister(_ name: String) { devices.withLock { _ = $0.removeValue(forKey: name) } }
 
     private static func device(_ channel: io_channel?) -> Device? {
         guard let p = channel?.pointee.private_data else { return nil }
@@ -36,7 +37,7 @@ enum Ext2BlockIO {
     }
 
     /// The manager (static storage: libext2fs keeps pointers to it).
-    nonisolated(unsafe) static let manager: io_manager = {
+    nonisolated(unsafe) package static let manager: io_manager = {
         let m = UnsafeMutablePointer<struct_io_manager>.allocate(capacity: 1)
         memset(m, 0, MemoryLayout<struct_io_manager>.size)
         m.pointee.magic = errcode_t(EXT2_ET_MAGIC_IO_MANAGER)

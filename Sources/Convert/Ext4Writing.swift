@@ -1,18 +1,7 @@
 import BlockIO
 import CExt2fs
+import Ext4
 import Glibc
-
-/// A libext2fs error with the operation and path it happened on.
-public struct Ext4Error: Error, CustomStringConvertible, Equatable {
-    public var operation: String
-    public var path: String
-    public var code: Int
-
-    public var description: String {
-        let text = code < 256 ? String(cString: strerror(Int32(code))) : String(cString: error_message(errcode_t(code)))
-        return "ext4: \(operation) '\(path)': \(text)"
-    }
-}
 
 /// Owner, mode and times of an inode, as a tar entry gives them.
 public struct InodeMetadata: Sendable, Equatable {
@@ -38,63 +27,10 @@ public struct InodeMetadata: Sendable, Equatable {
     }
 }
 
-/// The ext4 file system inside a block file, edited in userspace through libext2fs.
-/// Paths are component arrays relative to the root. Not thread-safe: one user at a time.
-public final class Ext4Filesystem {
-    let fs: ext2_filsys
-    private let channel: String
-    private var closed = false
-    /// Seconds every time libext2fs would take from the clock (superblock, new inodes).
-    public let epoch: Int64
-
-    public static let root = ext2_ino_t(EXT2_ROOT_INO)
-
-    /// Opens the file system in `file` for reading and writing (or only reading).
-    public init(file: any BlockFile, epoch: Int64, writable: Bool = true) throws {
-        channel = Ext2BlockIO.register(file)
-        var handle: ext2_filsys?
-        let flags = (writable ? EXT2_FLAG_RW : 0) | EXT2_FLAG_64BITS
-        let rc = ext2fs_open2(channel, nil, flags, 0, 0, Ext2BlockIO.manager, &handle)
-        guard rc == 0, let handle else {
-            Ext2BlockIO.unregister(channel)
-            throw Ext4Error(operation: "open", path: file.name, code: Int(rc))
-        }
-        fs = handle
-        // libext2fs takes the clock when `now` is 0: never let it.
-        self.epoch = max(epoch, 1)
-        fs.pointee.now = time_t(self.epoch)
-        fs.pointee.umask = 0
-        let rb = ext2fs_read_bitmaps(fs)
-        guard rb == 0 else {
-            var h: ext2_filsys? = handle
-            ext2fs_close_free(&h)
-            Ext2BlockIO.unregister(channel)
-            throw Ext4Error(operation: "read bitmaps", path: file.name, code: Int(rb))
-        }
-    }
-
-    deinit {
-        if !closed {
-            var h: ext2_filsys? = fs
-            ext2fs_close_free(&h)
-            Ext2BlockIO.unregister(channel)
-        }
-    }
-
-    /// Writes the superblock, group descriptors and bitmaps, and releases the file system.
-    public func close() throws {
-        guard !closed else { return }
-        closed = true
-        var h: ext2_filsys? = fs
-        let rc = ext2fs_close_free(&h)
-        Ext2BlockIO.unregister(channel)
-        if rc != 0 { throw Ext4Error(operation: "close", path: "/", code: Int(rc)) }
-    }
-
-    static func check(_ rc: errcode_t, _ op: String, _ path: String) throws {
-        if rc != 0 { throw Ext4Error(operation: op, path: path, code: Int(rc)) }
-    }
-
+/// The writing half of `Ext4Filesystem` (the reading half lives in the Ext4 module):
+/// what applying a layer tar needs: new inodes, directories, files, links, device nodes,
+/// removal (whiteouts), times and xattrs. The file system must be opened writable.
+extension Ext4Filesystem {
     /// Dates what mke2fs dated with the clock (root, lost+found, superblock) `epoch`.
     public func stampCreation() throws {
         let meta = InodeMetadata(mtime: epoch)
@@ -108,16 +44,6 @@ public final class Ext4Filesystem {
     }
 
     // MARK: inodes
-
-    func readInode(_ ino: ext2_ino_t, path: String = "") throws -> ext2_inode_large {
-        var inode = ext2_inode_large()
-        try withUnsafeMutablePointer(to: &inode) { p in
-            try p.withMemoryRebound(to: ext2_inode.self, capacity: 1) {
-                try Self.check(ext2fs_read_inode_full(fs, ino, $0, Int32(MemoryLayout<ext2_inode_large>.size)), "read inode", path)
-            }
-        }
-        return inode
-    }
 
     func writeInode(_ ino: ext2_ino_t, _ inode: ext2_inode_large, path: String = "") throws {
         var copy = inode
@@ -137,9 +63,6 @@ public final class Ext4Filesystem {
         // write_new_inode fills only the small inode's fields; write the large one whole.
         try writeInode(ino, inode, path: path)
     }
-
-    static func isDirectory(_ inode: ext2_inode_large) -> Bool { Int32(inode.i_mode) & Int32(LINUX_S_IFMT) == Int32(LINUX_S_IFDIR) }
-    static func isSymlink(_ inode: ext2_inode_large) -> Bool { Int32(inode.i_mode) & Int32(LINUX_S_IFMT) == Int32(LINUX_S_IFLNK) }
 
     /// Sets type-preserving mode, owner and times; times use the ext4 extra fields for
     /// nanoseconds and dates past 2038.
@@ -171,13 +94,6 @@ public final class Ext4Filesystem {
 
     // MARK: names
 
-    /// The inode named `name` in directory `dir`, if any.
-    func lookup(_ dir: ext2_ino_t, _ name: String) -> ext2_ino_t? {
-        var ino: ext2_ino_t = 0
-        let rc = name.withCString { ext2fs_lookup(fs, dir, $0, Int32(strlen($0)), nil, &ino) }
-        return rc == 0 ? ino : nil
-    }
-
     /// Adds `name` -> `ino` to `dir`, growing the directory when it is full.
     func link(_ dir: ext2_ino_t, _ name: String, _ ino: ext2_ino_t, fileType: Int32, path: String) throws {
         var rc = name.withCString { ext2fs_link(fs, dir, $0, ino, fileType) }
@@ -188,36 +104,7 @@ public final class Ext4Filesystem {
         try Self.check(rc, "link", path)
     }
 
-    /// Names in a directory (without "." and "..").
-    func children(_ dir: ext2_ino_t, path: String) throws -> [String] {
-        final class Box { var names: [String] = [] }
-        let box = Box()
-        let rc = withExtendedLifetime(box) {
-            ext2fs_dir_iterate2(fs, dir, 0, nil, { _, _, dirent, _, _, _, priv in
-                guard let dirent, let priv else { return 0 }
-                // The name follows the 8-byte entry header; libext2fs declares a shorter array.
-                let len = Int(ext2fs_dirent_name_len(dirent))
-                let name = String(decoding: UnsafeRawBufferPointer(start: UnsafeRawPointer(dirent) + 8, count: len), as: UTF8.self)
-                if name != "." && name != ".." {
-                    Unmanaged<Box>.fromOpaque(priv).takeUnretainedValue().names.append(name)
-                }
-                return 0
-            }, Unmanaged.passUnretained(box).toOpaque())
-        }
-        try Self.check(rc, "list directory", path)
-        return box.names
-    }
-
     // MARK: public operations
-
-    /// The inode at `path` (components), following symbolic links in parent components
-    /// but not in the last one; nil if missing.
-    public func resolve(_ path: [String]) -> ext2_ino_t? {
-        guard !path.isEmpty else { return Self.root }
-        var ino: ext2_ino_t = 0
-        let rc = path.joined(separator: "/").withCString { ext2fs_namei(fs, Self.root, Self.root, $0, &ino) }
-        return rc == 0 ? ino : nil
-    }
 
     /// The directory at `path`, creating missing components (mode 0755, root-owned,
     /// dated `meta.mtime`). A symbolic link to a directory is followed.

@@ -1,6 +1,6 @@
 import CExt2fs
+import Crypto
 import Glibc
-import Registry
 
 /// A walk of an ext4 tree read through libext2fs: one row per path with type, mode,
 /// owner, size, link count, mtime, content hash (or symlink target, or device
@@ -95,9 +95,9 @@ extension Ext4Filesystem {
     }
 
     private func hashContent(_ ino: ext2_ino_t, size: UInt64, path: String) throws -> String {
-        var h = SHA256Stream()
-        try eachChunk(ino, size: size, path: path) { h.update($0) }
-        return h.hex()
+        var h = SHA256()
+        try eachChunk(ino, size: size, path: path) { h.update(bufferPointer: $0) }
+        return h.finalize().map { String($0, radix: 16).leftPad(2) }.joined()
     }
 
     private func eachChunk(_ ino: ext2_ino_t, size: UInt64, path: String, _ body: (UnsafeRawBufferPointer) -> Void) throws {
@@ -128,7 +128,7 @@ extension Ext4Filesystem {
                 guard let name, let data else { return 0 }
                 let bytes = value.map { Array(UnsafeRawBufferPointer(start: $0, count: len)) } ?? []
                 let printable = bytes.allSatisfy { $0 >= 0x20 && $0 < 0x7f && $0 != 0x22 }
-                let shown = printable ? "\"" + String(decoding: bytes, as: UTF8.self) + "\"" : "0x" + SHA256Hex.hex(bytes)
+                let shown = printable ? "\"" + String(decoding: bytes, as: UTF8.self) + "\"" : "0x" + bytes.map { String($0, radix: 16).leftPad(2) }.joined()
                 Unmanaged<Box>.fromOpaque(data).takeUnretainedValue().items.append(String(cString: name) + "=" + shown)
                 return 0
             }, Unmanaged.passUnretained(box).toOpaque())
@@ -139,5 +139,6 @@ extension Ext4Filesystem {
 }
 
 extension String {
-    func leftPad(_ n: Int) -> String { count >= n ? self : String(repeating: "0", count: n - count) + self }
+    /// The string padded on the left with zeros to `n` characters.
+    fileprivate func leftPad(_ n: Int) -> String { count >= n ? self : String(repeating: "0", count: n - count) + self }
 }
