@@ -162,6 +162,33 @@ public final class CommandRing: @unchecked Sendable {
         }
     }
 
+    /// Command entries between `cmd_tail` and `cmd_head`: commands the kernel put in the
+    /// ring that nobody has answered. Right after a server died, these are what it left
+    /// behind, taken or not (the walk stops at an impossible header).
+    public var unansweredCommands: Int {
+        completionLock.withLock { _ in
+            let h = head
+            guard h < ringSize else { return 0 }
+            var t = tail, n = 0, steps = 0
+            while t != h, steps <= ringSize / 8, let (len, op) = header(t) {
+                if op == Self.opCmd { n += 1 }
+                t = (t + len) % ringSize
+                steps += 1
+            }
+            return n
+        }
+    }
+
+    /// Forgets what was fetched and fetches again from `cmd_tail`: after the kernel reset
+    /// the ring (it then sets `cmd_head` and `cmd_tail` to 0).
+    public func resynchronize() throws {
+        try completionLock.withLock { _ in
+            let t = tail
+            guard t < ringSize else { throw RingError.badMailbox("cmd_tail \(t) outside the ring after a reset") }
+            fetchCursor = t
+        }
+    }
+
     /// Skips what is left to answer (padding after the last command).
     public func skipTrailingPadding() {
         completionLock.withLock { _ in

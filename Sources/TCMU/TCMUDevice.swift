@@ -62,6 +62,12 @@ final class TCMUDevice: @unchecked Sendable {
         thread = try NamedThread.spawn(name: "obd-tcmu-\(name)") { [self] in loop() }
     }
 
+    /// Starts serving a device another process served before (a restart or a crash): the
+    /// commands it left in the ring go back to the kernel for a retry (RingTakeover).
+    func start(takingOver control: (any RingControl)?) throws -> RingTakeover.Outcome {
+        try RingTakeover.takeOver(ring: ring, control: control) { try start() }
+    }
+
     /// Handles whatever is already in the ring, then waits for the doorbell.
     private func loop() {
         var fds = [pollfd(fd: fd, events: Int16(POLLIN), revents: 0), pollfd(fd: wake[0], events: Int16(POLLIN), revents: 0)]
@@ -126,10 +132,16 @@ func readSysfs(_ path: String) -> String {
 public enum TCMUError: Error, CustomStringConvertible {
     case device(String, String)
     case config(String)
+    /// A configfs or sysfs control of the kernel could not be written.
+    case kernelControl(path: String, detail: String)
+    /// A device left by another process could not be taken over safely.
+    case takeover(detail: String)
     public var description: String {
         switch self {
         case let .device(name, detail): return "\(name): \(detail)"
         case let .config(text): return text
+        case let .kernelControl(path, detail): return "\(path): \(detail)"
+        case let .takeover(detail): return "cannot take over the ring: \(detail)"
         }
     }
 }

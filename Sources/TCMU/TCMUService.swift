@@ -56,14 +56,34 @@ public final class TCMUService: @unchecked Sendable {
         return DeviceConfig(hba: String(parts[1]), name: String(parts[2]), subtype: String(parts[3]), configPath: path, deviceID: id)
     }
 
+    /// The module parameters of target_core_user that hold back and reset netlink events.
+    static let moduleParameters = "/sys/module/target_core_user/parameters"
+
     /// Connects to the kernel and re-attaches devices that already exist. Call `run` next.
+    ///
+    /// As overlaybd (libtcmu) does: new netlink events are blocked while devices are
+    /// re-attached, and events a dead process never answered are failed (an `enable`
+    /// that waited for it returns EINTR instead of hanging); then events flow again.
     public func start() throws {
+        let blocked = setModuleParameter("block_netlink", "1")
+        if blocked { _ = setModuleParameter("reset_netlink", "1") }
+        defer { if blocked { _ = setModuleParameter("block_netlink", "0") } }
         let nl = try TCMUNetlink()
         if !nl.requestReplies() {
             log("tcmu: the kernel does not wait for replies: 'enable' will not report open failures")
         }
         netlink = nl
         reattachExisting()
+    }
+
+    private func setModuleParameter(_ name: String, _ value: String) -> Bool {
+        do {
+            try writeControlFile("\(Self.moduleParameters)/\(name)", value)
+            return true
+        } catch {
+            log("tcmu: \(error) (netlink events are not held back during re-attach)")
+            return false
+        }
     }
 
     /// Serves netlink events until the socket fails.
@@ -105,11 +125,15 @@ public final class TCMUService: @unchecked Sendable {
     }
 
     /// Opens and starts a device; returns 0 or a negative errno for the kernel.
+    /// With `reattach`, the device was served by an earlier process (`reattachExisting`):
+    /// its ring is taken over through configfs, and if its image no longer opens, the
+    /// commands left in the ring are failed rather than left waiting.
     @discardableResult
-    func add(cfgstring: String, minor: UInt32) -> Int32 {
+    func add(cfgstring: String, minor: UInt32, reattach: Bool = false) -> Int32 {
         guard let cfg = Self.parse(cfgstring), cfg.subtype == Self.subtype else {
             return -ENOENT   // not ours (another handler's device)
         }
+        let control: (any RingControl)? = reattach ? ConfigfsRingControl(hba: cfg.hba, name: cfg.name) : nil
         var imageConfig: ImageConfig?
         do {
             let config = try ImageConfig.load(path: cfg.configPath)
@@ -119,13 +143,30 @@ public final class TCMUService: @unchecked Sendable {
             let file: any BlockFile = global.exporterConfig.enable ? MeteredFile(image.stack, device: cfg.name) : image.stack
             let disk = SCSIDisk(file: file, readOnly: !image.stack.isWritable, serial: serial)
             let device = try TCMUDevice(name: cfgstring, minor: minor, image: image, disk: disk, pool: pool, log: log)
-            try device.start()
+            if reattach {
+                let outcome = try device.start(takingOver: control)
+                if outcome.reset {
+                    log("tcmu: device \(cfg.name): ring reset, \(outcome.abandoned) command(s) left by the previous process handed back to the kernel for a retry")
+                } else {
+                    log("tcmu: device \(cfg.name): the ring cannot be reset (no configfs control); it was empty, so it is taken as it is")
+                }
+            } else {
+                try device.start()
+            }
             devices.withLock { $0[cfgstring] = device }
             try? Image.writeResult(config: config, error: nil)
             log("tcmu: device \(cfg.name) (uio\(minor)) serves \(cfg.configPath): \(image.stack.size) bytes, \(disk.readOnly ? "read-only" : "writable")")
             return 0
         } catch {
             log("tcmu: device \(cfg.name): cannot open \(cfg.configPath): \(error)")
+            if let control {
+                do {
+                    try RingTakeover.failLeftovers(control: control)
+                    log("tcmu: device \(cfg.name): commands left in its ring were failed")
+                } catch {
+                    log("tcmu: device \(cfg.name): cannot fail the commands left in its ring: \(error)")
+                }
+            }
             if let imageConfig {
                 try? Image.writeResult(config: imageConfig, error: error)
             } else if let c = try? ImageConfigProbe.resultPath(cfg.configPath) {
@@ -156,7 +197,7 @@ public final class TCMUService: @unchecked Sendable {
             let cfg = readSysfs("/sys/class/uio/\(n)/name")
             guard cfg.hasPrefix("tcm-user/"), Self.parse(cfg)?.subtype == Self.subtype else { continue }
             log("tcmu: re-attaching \(cfg) (uio\(minor))")
-            add(cfgstring: cfg, minor: minor)
+            add(cfgstring: cfg, minor: minor, reattach: true)
         }
     }
 
