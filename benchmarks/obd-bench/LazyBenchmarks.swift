@@ -58,6 +58,18 @@ enum LazyBenchmarks {
             curlFile = min(curlFile, now() - t0)
             unlink("\(dir)/curl.out")
         }
+        // The eager pull obd must not lose to: download the blob whole, then read all
+        // its data locally through obd (as after `obd pull` or a tar.gz pull + unpack).
+        var eager = Double.infinity
+        for _ in 0..<5 {
+            sync()
+            let t0 = now()
+            _ = TestSupport.run(["/usr/bin/curl", "-sf", "-o", "\(dir)/eager.blob", blobURL])
+            let local = try LayerStack(lowers: [try LayerOpener.open(path: "\(dir)/eager.blob")])
+            try readAllData(local, buf)
+            eager = min(eager, now() - t0)
+            unlink("\(dir)/eager.blob")
+        }
         var obdBest = Double.infinity, warm = Double.infinity
         for round in 0..<5 {
             sync()
@@ -77,7 +89,9 @@ enum LazyBenchmarks {
         let mb = Double(blob.size) / 1e6
         seq.add(["curl -o /dev/null", fmt(curlNull, 3), fmt(mb / curlNull, 0), "1.00"])
         seq.add(["curl -o file", fmt(curlFile, 3), fmt(mb / curlFile, 0), fmt(curlNull / curlFile)])
+        seq.add(["eager: curl -o file, then read all data locally", fmt(eager, 3), fmt(mb / eager, 0), fmt(curlNull / eager)])
         seq.add(["obd (cold cache, open + read all data)", fmt(obdBest, 3), fmt(mb / obdBest, 0), fmt(curlNull / obdBest)])
+        seq.add(["obd lazy vs eager (eager seconds / obd seconds)", "-", "-", fmt(eager / obdBest)])
         seq.add(["obd (warm cache: no network)", fmt(warm, 3), fmt(mb / warm, 0), fmt(curlNull / warm)])
 
         // Random 4 KiB reads through a proxy adding 20 ms per request: with overlaybd's
