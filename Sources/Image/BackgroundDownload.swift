@@ -92,15 +92,14 @@ public final class BackgroundDownload: Sendable {
         }
         defer { _ = Self.busyDirs.withLock { $0.remove(layer.dir) } }
         makeDirectories(layer.dir)
-        let out: LocalFile
+        let target: VerifiedDownload
         do {
-            out = try LocalFile(path: partial, mode: access(partial, F_OK) == 0 ? .readWrite : .createExclusive, map: false)
-            if full { try out.truncate(to: 0) }
-            if out.size != layer.size { try out.truncate(to: layer.size) }
+            target = try VerifiedDownload(finalPath: commit, partialPath: partial, digest: layer.digest, size: layer.size, resume: !full)
         } catch {
             throw DownloadFailure(detail: "\(error)")
         }
-        let have = full ? [] : ((try? out.dataRuns(from: 0)) ?? [])
+        let out = target.file
+        let have = full ? [] : target.writtenRuns
         let chunk = config.blockSize
         let buf = UnsafeMutableRawBufferPointer.allocate(byteCount: chunk, alignment: 4096)
         defer { buf.deallocate() }
@@ -130,23 +129,14 @@ public final class BackgroundDownload: Sendable {
             }
             offset += UInt64(n)
         }
-        guard fdatasync(out.fd) == 0 else { throw DownloadFailure(detail: "fdatasync \(partial): \(BlockIOError.text(errno))") }
-        // Verify every byte against the digest before the copy may be used.
-        var hasher = SHA256Stream()
-        offset = 0
-        while offset < layer.size {
-            let n = Int(min(UInt64(chunk), layer.size - offset))
-            let target = UnsafeMutableRawBufferPointer(rebasing: buf[0..<n])
-            guard (try? out.read(into: target, at: offset)) == n else { throw DownloadFailure(detail: "cannot read back \(partial)", corrupt: true) }
-            hasher.update(UnsafeRawBufferPointer(target))
-            offset += UInt64(n)
+        // Every byte is verified against the digest before the copy may be used.
+        do {
+            try target.finish()
+        } catch .mismatch(_, _, let actual) {
+            throw DownloadFailure(detail: "downloaded blob has \(actual), expected \(layer.digest); fetching it again", corrupt: true)
+        } catch {
+            throw DownloadFailure(detail: "\(error)", corrupt: true)
         }
-        let hex = hasher.hex()
-        guard "sha256:" + hex == layer.digest else {
-            throw DownloadFailure(detail: "downloaded blob has sha256:\(hex), expected \(layer.digest); fetching it again", corrupt: true)
-        }
-        guard rename(partial, commit) == 0 else { throw DownloadFailure(detail: "rename to \(commit): \(BlockIOError.text(errno))") }
-        if let d = opendir(layer.dir) { fsync(dirfd(d)); closedir(d) }
         try switchLayer(layer, to: commit)
     }
 

@@ -58,7 +58,6 @@ struct PullCommand: ParsableCommand {
                 bad.append(t.layer.digest)
             }
             guard bad.isEmpty else { throw CLIError("digest mismatch (the download was discarded): \(bad.joined(separator: ", "))") }
-            for t in targets { try t.commit() }
             let secs = monotonicSeconds() - started
             let mb = Double(total) / 1e6
             print("pulled \(targets.count) layer(s), \(String(format2: mb)) MB in \(String(format2: secs)) s (\(String(format2: mb / max(secs, 1e-6))) MB/s), all verified")
@@ -104,18 +103,15 @@ struct PullTarget: @unchecked Sendable {
     let layer: Descriptor
     let blob: RemoteBlob
     let cached: CachedFile?
-    let file: LocalFile?
-    let finalPath: String?
+    let download: VerifiedDownload?
 
     init(layer: Descriptor, client: RegistryClient, repository: String, global: GlobalConfig, outputDir: String?) throws {
         self.layer = layer
         blob = try RemoteBlob(client: client, repository: repository, digest: layer.digest, size: layer.size)
         if let outputDir {
             let path = outputDir + "/" + layer.digest
-            finalPath = path
-            let f = try LocalFile(path: path + ".partial", mode: .createTruncate, map: false)
-            try f.truncate(to: layer.size)
-            file = f
+            download = try VerifiedDownload(finalPath: path, partialPath: path + ".partial", digest: layer.digest,
+                                            size: layer.size, resume: false)
             cached = nil
         } else {
             let c = global.effectiveCache
@@ -124,38 +120,33 @@ struct PullTarget: @unchecked Sendable {
             }
             let cache = try BlockCache.shared(directory: c.dir, capacity: UInt64(c.sizeGB) << 30, refillSize: c.refillSize)
             cached = try cache.open(key: layer.digest, upstream: blob)
-            file = nil
-            finalPath = nil
+            download = nil
         }
     }
 
     func fetch(into buffer: UnsafeMutableRawBufferPointer, at offset: UInt64) throws {
         if let cached {
             try cached.readExactly(into: buffer, at: offset)
-        } else if let file {
+        } else if let download {
             try blob.readExactly(into: buffer, at: offset)
-            try file.write(UnsafeRawBufferPointer(buffer), at: offset)
+            try download.file.write(UnsafeRawBufferPointer(buffer), at: offset)
         }
     }
 
-    /// Hashes what landed; a mismatch discards it.
+    /// Verifies what landed: a file is renamed into place only when it matches; a
+    /// mismatch discards the bytes (cache entry or partial file).
     func verify() throws -> Bool {
-        let source: any BlockFile = cached ?? file!
-        if try SHA256Stream.digest(of: source) == layer.digest { return true }
-        if let cached { cached.invalidate() }
-        if let finalPath { unlink(finalPath + ".partial") }
-        return false
-    }
-
-    func commit() throws {
-        if let file, let finalPath {
-            try file.flush()
-            guard rename(finalPath + ".partial", finalPath) == 0 else {
-                throw CLIError("rename to \(finalPath): \(BlockIOError.text(errno))")
-            }
-        } else {
-            try cached?.flush()
+        if let download {
+            do { try download.finish() } catch .mismatch { return false } catch { throw CLIError("\(error)") }
+            return true
         }
+        guard let cached else { return false }
+        if try SHA256Stream.digest(of: cached) == layer.digest {
+            try cached.flush()
+            return true
+        }
+        cached.invalidate()
+        return false
     }
 }
 
