@@ -120,6 +120,12 @@ public final class Image: Sendable {
             let p = Prefetcher(records: records, source: source, files: lowerFiles, config: global.prefetchConfig, log: log)
             prefetcher = p
             do { try p.start() } catch { log("prefetch from \(source) cannot start: \(error)") }
+        case let .priorityList(list, source):
+            // The list names files of the ext4 in the merged lowers (the upper is not read).
+            let disk = try LayerStack(lowers: layers, name: config.path + " (lowers)")
+            let p = Prefetcher(priorityList: list, source: source, disk: disk, config: global.prefetchConfig, log: log)
+            prefetcher = p
+            do { try p.start() } catch { log("prefetch from \(source) cannot start: \(error)") }
         }
     }
 

@@ -9,12 +9,15 @@ enum TraceMode {
     case record(path: String)
     /// Replay these records (a binary trace at `recordTracePath` or in the acceleration layer).
     case replay(records: [TraceRecord], source: String)
+    /// Prefetch the files of this priority list (a non-empty file without the trace magic).
+    case priorityList(PriorityList, source: String)
 }
 
 /// overlaybd's choice by the state of the trace file: missing means nothing, empty means
-/// record, a binary trace means replay, anything else would be a priority list (not
-/// supported yet, so refused). A binary trace that fails its checks is not replayed and
-/// the image opens without prefetch (logged): a trace is a hint, never the disk's bytes.
+/// record, a binary trace means replay, anything else is a priority list (one path per
+/// line). A binary trace that fails its checks is not replayed and the image opens
+/// without prefetch (logged): a trace is a hint, never the disk's bytes. A priority list
+/// over 64 KiB is refused (the image does not open), as it would be by `obd trace attach`.
 enum TraceSetup {
     /// The mode `recordTracePath` asks for.
     static func mode(recordTracePath: String, config: ImageConfig, log: @Sendable (String) -> Void) throws -> TraceMode {
@@ -44,7 +47,15 @@ enum TraceSetup {
             throw ImageError.config(path: config.path, detail: "\(field): \(error)")
         }
         guard isTrace else {
-            throw ImageError.config(path: config.path, detail: "\(field): \(source) is not a binary trace (no trace magic); priority lists (one path per line) are not supported yet")
+            guard file.size <= UInt64(PriorityList.maxSize) else {
+                throw ImageError.config(path: config.path, detail: "\(field): \(TraceError.priorityListTooLarge(path: source, size: file.size)): it is not a binary trace (no trace magic), so it would be a priority list")
+            }
+            do {
+                let list = try PriorityList(bytes: try file.readBytes(at: 0, count: Int(file.size)), path: source)
+                return .priorityList(list, source: source)
+            } catch {
+                throw ImageError.config(path: config.path, detail: "\(field): \(error)")
+            }
         }
         do {
             return .replay(records: try TraceFormat.read(from: file), source: source)

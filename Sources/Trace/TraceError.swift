@@ -27,6 +27,8 @@ public enum TraceError: Error, CustomStringConvertible, Equatable {
     case lockExists(path: String)
     /// A recording was asked for while one is already running on this image.
     case alreadyRecording(path: String, running: String)
+    /// A priority list (a trace file without the magic) larger than `PriorityList.maxSize`.
+    case priorityListTooLarge(path: String, size: UInt64)
 
     public var description: String {
         switch self {
@@ -54,6 +56,8 @@ public enum TraceError: Error, CustomStringConvertible, Equatable {
             return "\(path): exists: another trace recording runs, or an earlier one did not finish (remove it to record again)"
         case let .alreadyRecording(path, running):
             return "\(path): cannot start recording: this image already records into \(running)"
+        case let .priorityListTooLarge(path, size):
+            return "\(path): priority list of \(size) bytes is over the limit of \(PriorityList.maxSize) bytes (64 KiB)"
         }
     }
 }

@@ -11,6 +11,14 @@ public struct ReplayProgress: Sendable, Equatable {
     public var bytes: UInt64
     /// Ranges whose read failed (logged; the replay goes on).
     public var failures: Int
+
+    /// Progress of `done` of `total` ranges, `bytes` read, `failures` failed.
+    public init(done: Int, total: Int, bytes: UInt64, failures: Int) {
+        self.done = done
+        self.total = total
+        self.bytes = bytes
+        self.failures = failures
+    }
 }
 
 /// Runs a `ReplayPlan`: reads each range from its layer file (which pulls remote bytes

@@ -142,19 +142,22 @@ struct TraceImageTests {
         #expect(bare.prefetcher == nil && log.contains("no trace at"))
     }
 
-    @Test("priority lists are refused clearly; a corrupt trace or a missing file opens the image without prefetch, with a log line")
+    @Test("a priority list opens the image and resolves in the background; a corrupt trace or a missing file opens the image without prefetch, with a log line")
     func refusedAndSkipped() throws {
         let dir = TemporaryDirectory()
         defer { dir.remove() }
         try LocalRegistry.write(dir.file("list"), "/usr/bin/\n/etc/passwd\n")
-        do {
-            _ = try Image.open(configPath: Self.config(dir, extra: #""recordTracePath": "list""#))
-            Issue.record("a priority list was accepted")
-        } catch {
-            #expect("\(error)".contains("is not a binary trace") && "\(error)".contains("priority lists (one path per line) are not supported yet"), "\(error)")
-        }
+        let listed = try Image.open(configPath: Self.config(dir, extra: #""recordTracePath": "list""#))
+        let lp = try #require(listed.prefetcher)
+        #expect(lp.target == .mergedLowers && lp.wait(seconds: 120))
+        listed.close()
         _ = run(["/bin/mkdir", "-p", dir.file("accel")])
         try LocalRegistry.write(dir.file("accel/trace"), "/usr/bin/\n")
+        let accel = try Image.open(configPath: Self.config(dir, extraLowers: [#"{"dir": "accel"}"#], extra: #""accelerationLayer": true"#))
+        #expect(accel.prefetcher?.target == .mergedLowers && accel.lowerFiles.count == 2)
+        accel.close()
+        // Over 64 KiB: refused.
+        try LocalRegistry.write(dir.file("accel/trace"), String(repeating: "/usr/bin/x\n", count: 7000))
         #expect(throws: ImageError.self) {
             try Image.open(configPath: Self.config(dir, extraLowers: [#"{"dir": "accel"}"#], extra: #""accelerationLayer": true"#))
         }
