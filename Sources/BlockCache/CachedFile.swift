@@ -11,7 +11,7 @@ import Threading
 /// bits and punches the data out) is detected by an epoch counter that is odd while it
 /// runs, so a reader that raced one retries on the slow path. Refills and map syncs
 /// take the eviction lock's read side; eviction takes its write side.
-public final class CachedFile: BlockFile, @unchecked Sendable {
+public final class CachedFile: BlockFile, Sendable {
     public let key: String
     public let upstream: any BlockFile
     public let size: UInt64
@@ -48,7 +48,7 @@ public final class CachedFile: BlockFile, @unchecked Sendable {
 
     /// Tests only: runs between a hit's presence check and its copy (where an eviction
     /// can strike).
-    var afterPresenceCheck: (() -> Void)?
+    nonisolated(unsafe) var afterPresenceCheck: (() -> Void)?
 
     /// Units served from the cache.
     public let hits = Atomic<Int>(0)

@@ -3,7 +3,7 @@ import CoreMetrics
 
 /// A device's disk with per-device metrics: read/write requests and bytes, and failed
 /// requests. Frontends wrap the image's stack in it when the metrics exporter is on.
-public final class MeteredFile: BlockFile, @unchecked Sendable {
+public final class MeteredFile: BlockFile, Sendable {
     public let inner: any BlockFile
     private let readRequests: Counter
     private let readBytes: Counter

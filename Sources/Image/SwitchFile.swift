@@ -5,7 +5,7 @@ import Synchronization
 /// (the background download's `overlaybd.commit`). Reads already running on the remote
 /// side finish there; every read that starts after the switch goes to the local file.
 /// The check is one atomic load: no lock on the read path.
-public final class SwitchFile: BlockFile, @unchecked Sendable {
+public final class SwitchFile: BlockFile, Sendable {
     public let remote: any BlockFile
     private let local = AtomicLazyReference<LocalFile>()
 

@@ -7,7 +7,7 @@ import Registry
 /// SHA-256 against the digest, renames the file to `finalPath` and syncs the folder.
 /// So `finalPath` never holds unverified or torn bytes, whoever wrote it (the
 /// background download, `obd pull --output-dir`).
-public final class VerifiedDownload: @unchecked Sendable {
+public final class VerifiedDownload: Sendable {
     /// Why a download could not be finished.
     public enum Failure: Error, CustomStringConvertible {
         /// The bytes do not hash to the digest (the partial file is discarded).

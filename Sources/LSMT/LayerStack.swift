@@ -4,7 +4,7 @@ import Threading
 /// The virtual disk of an image: read-only lowers merged into one index (upper
 /// layers win), with an optional writable layer on top. Unmapped ranges and zeroed
 /// extents read as zeros.
-public final class LayerStack: BlockFile, @unchecked Sendable {
+public final class LayerStack: BlockFile, Sendable {
     /// Most layers in a stack (overlaybd's limit).
     public static let maxLayers = 255
 

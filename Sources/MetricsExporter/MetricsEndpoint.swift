@@ -8,7 +8,7 @@ import Threading
 /// The Prometheus endpoint of `exporterConfig`: bootstraps swift-metrics with a
 /// Prometheus registry, then answers `GET <uriPrefix>` on a TCP port with the text
 /// exposition format, rendered at each scrape. Anything else gets 404.
-public final class MetricsEndpoint: @unchecked Sendable {
+public final class MetricsEndpoint: Sendable {
     public let registry: PrometheusCollectorRegistry
     public let port: UInt16
     public let uriPrefix: String

@@ -108,7 +108,7 @@ struct ConvertCommand: ParsableCommand {
 }
 
 /// Per-layer progress: one updating line on a terminal, plain lines otherwise, or JSON.
-final class ConvertProgress: @unchecked Sendable {
+final class ConvertProgress: Sendable {
     let json: Bool
     let tty = isatty(2) != 0
     /// One event drawn at a time (events come from every layer's thread).

@@ -99,7 +99,7 @@ struct PullCommand: ParsableCommand {
 }
 
 /// Where one pulled blob goes: the cache, or a file in the output dir.
-struct PullTarget: @unchecked Sendable {
+struct PullTarget: Sendable {
     let layer: Descriptor
     let blob: RemoteBlob
     let cached: CachedFile?
