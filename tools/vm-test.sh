@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # VM integration tests with a real kernel (QEMU guest, TCG): see tools/vm/.
-#   tools/vm-test.sh [nbd] [virtio] [tcmu] [remote] [convert]     (default: all)
+#   tools/vm-test.sh [nbd] [virtio] [tcmu] [tcmu-crash] [remote] [convert]     (default: all)
 # Needs the reference files (../shared/testdata/overlaybd-ref or $OBD_REFERENCE_DIR).
 # VM tests run one at a time (2 cores).
 set -euo pipefail
@@ -29,7 +29,7 @@ printf '{"lowers":[{"file":"%s"},{"file":"%s"}],"resultFile":"result-ro"}\n' "$L
 printf '{"lowers":[{"file":"%s"},{"file":"missing.commit"}],"resultFile":"result-bad"}\n' "$L/l1/layer1.commit" > "$W/bad.json"
 
 tests=("$@")
-[ ${#tests[@]} -gt 0 ] || tests=(nbd virtio tcmu remote convert)
+[ ${#tests[@]} -gt 0 ] || tests=(nbd virtio tcmu tcmu-crash remote convert)
 status=0
 for t in "${tests[@]}"; do
   echo "== vm test: $t"
@@ -55,6 +55,14 @@ for t in "${tests[@]}"; do
       out=$(VM_LOG=$W/console-tcmu.log tools/vm/run.sh tools/vm/guest-tcmu.sh "$TCMU" "$OBD" "$W" "$REF" 2>&1) || true
       echo "$out" | grep -E "^(==|TCMU|e2fsck|bad config|read past|GUEST-)" || true
       echo "$out" | grep -q GUEST-TCMU-OK || { echo "$out" | tail -30; echo "vm-test: FAIL: tcmu"; status=1; }
+      ;;
+    tcmu-crash)
+      # obd-tcmu SIGKILLed under fio (with verification) and restarted, three times.
+      rm -f "$W"/result*
+      rm -f "$W/upper_data" "$W/upper_index"; "$OBD" create "$W/upper_data" "$W/upper_index" 0
+      out=$(VM_TIMEOUT=900 VM_LOG=$W/console-tcmu-crash.log tools/vm/run.sh tools/vm/guest-tcmu-crash.sh "$TCMU" "$W" 2>&1) || true
+      echo "$out" | grep -E "^(==|TCMU|e2fsck|fio:|GUEST-)" || true
+      echo "$out" | grep -q GUEST-TCMU-CRASH-OK || { echo "$out" | tail -40; echo "vm-test: FAIL: tcmu-crash"; status=1; }
       ;;
     remote)
       # Push the two reference layers into a registry storage folder on the host; the
