@@ -97,21 +97,12 @@ final class RemoteSources {
 
     func client(for url: RepositoryURL) throws -> RegistryClient {
         if let c = clients[url.description] { return c }
-        if credentials == nil {
-            guard ["", "file"].contains(global.credentialConfig.mode) else {
-                throw ImageError.config(path: label, detail: "credentialConfig.mode '\(global.credentialConfig.mode)' is not supported (use \"file\")")
-            }
-            credentials = try CredentialFile(path: global.credentialFile)
-        }
-        var options = RegistryOptions(plainHTTP: url.plainHTTP, insecure: global.registryConfig.insecureHosts.contains(url.host))
+        // One credential file for all of an image's clients (one re-read serves them all).
+        if credentials == nil { credentials = try global.credentialFileHandle() }
+        var options = try global.registryOptions(host: url.host, plainHTTP: url.plainHTTP, credentials: CredentialStore())
         options.credentialFile = credentials
-        options.timeoutSeconds = global.registryConfig.timeoutSeconds
-        options.blockOnOutage = global.registryConfig.blockOnOutage
         options.p2p = try p2pProxy()
         options.log = log
-        if !global.registryConfig.caFile.isEmpty { options.caFile = global.registryConfig.caFile }
-        if !global.certConfig.certFile.isEmpty { options.clientCert = global.certConfig.certFile }
-        if !global.certConfig.keyFile.isEmpty { options.clientKey = global.certConfig.keyFile }
         let c = RegistryClient(host: url.host, options: options)
         clients[url.description] = c
         return c

@@ -37,6 +37,8 @@ struct ConvertCommand: ParsableCommand {
     @Flag(name: .long, help: "Write manifest.json and config.json (and index.json) into the work folder.") var dumpManifest = false
     @Flag(name: .long, help: "Progress as JSON lines on stdout.") var json = false
     @Option(name: .long, help: "Global overlaybd.json (credentials).") var config: String?
+    @Option(name: .long, help: "Append this binary trace as an acceleration layer (as obd trace attach).") var trace: String?
+    @Option(name: .customLong("priority-list"), help: "Append this priority list (one path per line) as an acceleration layer.") var priorityList: String?
 
     func run() throws {
         try runReportingErrors {
@@ -64,29 +66,16 @@ struct ConvertCommand: ParsableCommand {
                     writeStandardError("obd: warning: no conversion cache (\(dir) is not writable); layers are not reused\n")
                 }
             }
-            let global = try GlobalConfig.load(path: config)
-            var creds = try CredentialStore.load(path: global.credentialFile)
-            if let username {
-                let parts = username.split(separator: ":", maxSplits: 1)
-                let c = Credential(username: String(parts[0]), password: parts.count > 1 ? String(parts[1]) : "")
-                creds.entries.insert(contentsOf: [(try host(source) ?? "", c), (try host(target) ?? "", c)].filter { !$0.0.isEmpty }, at: 0)
+            if trace != nil && priorityList != nil { throw CLIError("--trace and --priority-list: give one of them") }
+            if let path = trace ?? priorityList {
+                let bytes = try readTraceFile(path)
+                options.acceleration = (bytes, path, trace != nil ? .trace(records: 0) : .priorityList(paths: 0))
             }
-            func store(_ text: String) throws -> any ImageSource & ImageTarget {
-                switch try ImageLocation(parsing: text) {
-                case let .layout(path, tag): return LayoutStore(path: path, tag: tag)
-                case let .registry(ref):
-                    var o = RegistryOptions(plainHTTP: plainHTTP, insecure: insecure, credentials: creds)
-                    o.timeoutSeconds = global.registryConfig.timeoutSeconds
-                    return RegistryStore(client: RegistryClient(host: ref.host, options: o), reference: ref)
-                }
-            }
-            let src = try store(source)
-            let dst: (any ImageTarget)? = noUpload ? nil : try store(target)
-            var tag: String?
-            switch try ImageLocation(parsing: target) {
-            case let .layout(_, t): tag = t
-            case let .registry(r): tag = r.tag ?? r.digest
-            }
+            let stores = try ImageStores(plainHTTP: plainHTTP, insecure: insecure, configPath: config, username: username,
+                                         references: [source, target])
+            let src = try stores.store(source)
+            let dst: (any ImageTarget)? = noUpload ? nil : try stores.store(target)
+            let tag = try ImageStores.tag(target)
             let bar = ConvertProgress(json: json)
             let converter = try Converter(source: src, target: dst, tag: tag, options: options) { bar.show($0) }
             let started = monotonicSeconds()
@@ -101,10 +90,6 @@ struct ConvertCommand: ParsableCommand {
         }
     }
 
-    func host(_ text: String) throws -> String? {
-        if case let .registry(r) = try ImageLocation(parsing: text) { return r.host }
-        return nil
-    }
 }
 
 /// Per-layer progress: one updating line on a terminal, plain lines otherwise, or JSON.

@@ -34,9 +34,7 @@ struct PullCommand: ParsableCommand {
             guard (1...64).contains(chunkMiB) else { throw CLIError("--chunk-mib: \(chunkMiB) is not between 1 and 64") }
             let global = try GlobalConfig.load(path: config)
             let ref = try ImageReference(parsing: image)
-            var options = RegistryOptions(plainHTTP: plainHTTP, insecure: insecure,
-                                          credentials: try CredentialStore.load(path: global.credentialFile))
-            options.timeoutSeconds = global.registryConfig.timeoutSeconds
+            let options = try global.registryOptions(host: ref.host, plainHTTP: plainHTTP, insecure: insecure)
             let client = RegistryClient(host: ref.host, options: options)
             let manifest = try client.imageManifest(repository: ref.repository, reference: ref.reference)
             let total = manifest.layers.reduce(0) { $0 + $1.size }

@@ -73,6 +73,21 @@ struct RemoteCLITests {
         }
     }
 
+    @Test("obd pull honours overlaybd.json's TLS settings: caFile verifies, insecureHosts opts out, none refuses")
+    func pullUsesTheGlobalRegistrySetup() throws {
+        let f = try RemoteImageFixture(mode: .anonymous, tls: true)
+        let ref = "\(f.host)/\(f.repository):v1"
+        try f.writeGlobal(timeoutSeconds: 20)
+        let refused = run([obd, "pull", "--config", f.globalPath, ref])
+        #expect(refused.status != 0 && refused.err.contains("certificate"), "\(refused.err)")
+        try f.writeGlobal(caFile: f.registry.caFile)
+        let verified = run([obd, "pull", "--config", f.globalPath, ref])
+        #expect(verified.status == 0 && verified.out.contains(f.digests[0]), "\(verified.err)")
+        try f.writeGlobal(insecureHosts: [f.registry.host])
+        let optedOut = run([obd, "pull", "--config", f.globalPath, ref])
+        #expect(optedOut.status == 0 && optedOut.out.contains(f.digests[0]), "\(optedOut.err)")
+    }
+
     @Test("obd pull --prefetch-all fetches and verifies every layer; later reads need no registry; corruption is refused")
     func pullPrefetchAll() throws {
         let f = try RemoteImageFixture(mode: .basic, withProxy: true)
