@@ -23,6 +23,11 @@ public struct ConvertOptions: Sendable {
     public var cacheDir: String?
     /// Platform manifests converted at once (an index's children).
     public var concurrency = 4
+    /// An acceleration layer to append (`--trace` / `--priority-list`): the `trace`
+    /// file's bytes, its name for errors, and which of the two it must be.
+    public var acceleration: (trace: [UInt8], name: String, expect: AccelerationLayer.Content)?
+    /// RFC 3339 time of the acceleration layer's history entry (default: now).
+    public var created = AccelerationLayer.timestamp(Int64(time(nil)))
 
     public init() {}
 
@@ -92,6 +97,7 @@ public final class Converter: @unchecked Sendable {
 
     public func run() throws -> ConvertReport {
         makeDirectories(options.workdir)
+        if let a = options.acceleration { _ = try AccelerationLayer.check(a.trace, path: a.name, expect: a.expect) }
         let root = try source.root()
         let rootJSON = try JSONValue.parse(root.bytes)
         let type = rootJSON["mediaType"]?.string ?? root.mediaType
@@ -101,6 +107,9 @@ public final class Converter: @unchecked Sendable {
         if let children = rootJSON["manifests"]?.array, ImageManifest.indexTypes.contains(type) || rootJSON["layers"] == nil {
             // An index: every platform (attestations skipped), a few at a time.
             let wanted = children.enumerated().filter { $0.element["annotations"]?["vnd.docker.reference.type"]?.string != "attestation-manifest" }
+            if let a = options.acceleration, case .trace = a.expect, wanted.count > 1 {
+                throw ConvertError.options("\(a.name): a binary trace names the layers of one platform, and the source is an index of \(wanted.count) platforms; use a priority list")
+            }
             final class Slots: @unchecked Sendable { var built: [Built?]; init(_ n: Int) { built = Array(repeating: nil, count: n) } }
             let slots = Slots(children.count)
             let indexes = wanted.map { $0.offset }
@@ -207,15 +216,10 @@ public final class Converter: @unchecked Sendable {
         lock.run { report.layerDigests += outputs.map(\.digest) }
         // Config: diff IDs are the layer digests (uncompressed tar media type); history kept.
         config["rootfs"]?["diff_ids"] = .array(outputs.map { .string($0.digest) })
-        let configBytes = try config.bytes()
         let layerType = options.oci ? "application/vnd.oci.image.layer.v1.tar" : "application/vnd.docker.image.rootfs.diff.tar"
         var manifest = m
         let manifestType = options.oci ? "application/vnd.oci.image.manifest.v1+json" : "application/vnd.docker.distribution.manifest.v2+json"
         manifest["mediaType"] = .string(manifestType)
-        manifest["config"] = .object([
-            "mediaType": .string(options.oci ? "application/vnd.oci.image.config.v1+json" : "application/vnd.docker.container.image.v1+json"),
-            "digest": .string("sha256:" + SHA256Hex.of(configBytes)), "size": .int(Int64(configBytes.count)),
-        ])
         manifest["layers"] = .array(outputs.map { o in
             .object(["mediaType": .string(layerType), "digest": .string(o.digest), "size": .int(Int64(o.size)),
                      "annotations": .object([
@@ -224,13 +228,28 @@ public final class Converter: @unchecked Sendable {
                         "containerd.io/snapshot/overlaybd/version": .string("0.1.0"),
                      ])])
         })
+        var uploads = outputs.map { ($0.digest, $0.path) }
+        if let a = options.acceleration {
+            // The acceleration layer on top, as `obd trace attach` would add it.
+            let blob = try AccelerationLayer.blob(trace: a.trace)
+            let digest = AccelerationLayer.digest(blob)
+            let path = dir + "/acceleration-layer.tar"
+            try writeAll(path, blob)
+            try AccelerationLayer.append(manifest: &manifest, config: &config, digest: digest, size: UInt64(blob.count),
+                                         created: options.created, manifestName: name)
+            uploads.append((digest, path))
+        }
+        let configBytes = try config.bytes()
+        manifest["config"] = .object([
+            "mediaType": .string(options.oci ? "application/vnd.oci.image.config.v1+json" : "application/vnd.docker.container.image.v1+json"),
+            "digest": .string("sha256:" + SHA256Hex.of(configBytes)), "size": .int(Int64(configBytes.count)),
+        ])
         let manifestBytes = try manifest.bytes()
         if options.dumpManifest {
             try writeAll(dir + "/manifest.json", manifestBytes)
             try writeAll(dir + "/config.json", configBytes)
         }
-        return Built(manifest: manifestBytes, mediaType: manifestType, config: configBytes,
-                     layers: outputs.map { ($0.digest, $0.path) })
+        return Built(manifest: manifestBytes, mediaType: manifestType, config: configBytes, layers: uploads)
     }
 
     /// Builds one layer: apply the source tar over `lowers`, commit ZFile + tar.

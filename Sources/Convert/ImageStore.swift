@@ -57,6 +57,10 @@ public protocol ImageTarget: Sendable {
     /// Stores a blob: skipped when the target has it, mounted from `mountFrom` (another
     /// repository of the same registry) when possible, else uploaded.
     func putBlob(_ digest: String, file: LocalFile, mountFrom: (host: String, repository: String)?) throws -> BlobTransfer
+    /// Makes a blob available without its bytes when it can: `.present` when the target
+    /// has it, `.mounted` after a cross-repository mount from `mountFrom`; nil when the
+    /// bytes must be uploaded with `putBlob`.
+    func reuseBlob(_ digest: String, mountFrom: (host: String, repository: String)?) throws -> BlobTransfer?
     func putManifest(_ bytes: [UInt8], mediaType: String, tag: String?) throws
 }
 
@@ -111,6 +115,10 @@ public struct LayoutStore: ImageSource, ImageTarget {
         try out.flush()
         guard rename(tmp, dst) == 0 else { throw ConvertError.target("rename \(tmp): \(BlockIOError.text(errno))") }
         return .uploaded
+    }
+
+    public func reuseBlob(_ digest: String, mountFrom: (host: String, repository: String)?) throws -> BlobTransfer? {
+        access(blobPath(digest), F_OK) == 0 ? .present : nil
     }
 
     public func putManifest(_ bytes: [UInt8], mediaType: String, tag: String?) throws {
@@ -184,6 +192,16 @@ public struct RegistryStore: ImageSource, ImageTarget {
         }
         try client.uploadBlob(repository: repo, digest: digest, file: file)
         return .uploaded
+    }
+
+    public func reuseBlob(_ digest: String, mountFrom: (host: String, repository: String)?) throws -> BlobTransfer? {
+        let repo = reference.repository
+        if try client.hasBlob(repository: repo, digest: digest, push: true) { return .present }
+        if let m = mountFrom, m.host == reference.host, m.repository != repo,
+           try client.mountBlob(repository: repo, digest: digest, from: m.repository) {
+            return .mounted
+        }
+        return nil
     }
 
     public func putManifest(_ bytes: [UInt8], mediaType: String, tag: String?) throws {

@@ -81,10 +81,13 @@ public enum TraceFormat {
 
     /// Checks the checksum over `bytes[start...]` and parses those records; the byte
     /// offsets in errors are file offsets (`offsetBase` is where `bytes[start]` lies).
-    static func decodeRecords(_ bytes: [UInt8], from start: Int, checksum stored: UInt32, path: String,
+    /// With `checksum` nil the checksum is not checked (`TraceInspection`).
+    static func decodeRecords(_ bytes: [UInt8], from start: Int, checksum stored: UInt32?, path: String,
                               offsetBase: Int) throws(TraceError) -> [TraceRecord] {
-        let computed = bytes.withUnsafeBytes { TraceChecksum.raw(UnsafeRawBufferPointer(rebasing: $0[start...])) }
-        guard computed == stored else { throw .checksumMismatch(path: path, stored: stored, computed: computed) }
+        if let stored {
+            let computed = bytes.withUnsafeBytes { TraceChecksum.raw(UnsafeRawBufferPointer(rebasing: $0[start...])) }
+            guard computed == stored else { throw .checksumMismatch(path: path, stored: stored, computed: computed) }
+        }
         let n = (bytes.count - start) / recordSize
         var out: [TraceRecord] = []
         out.reserveCapacity(n)
