@@ -97,7 +97,7 @@ let package = Package(
         .testTarget(name: "RegistryTests", dependencies: ["Registry", "Threading", "BlockIO", "TestSupport"]),
         .testTarget(name: "TraceTests", dependencies: ["Trace", "Threading", "BlockIO", "TestSupport"]),
         .testTarget(name: "NBDTests", dependencies: ["NBD", "LSMT", "Threading", "BlockIO", "TestSupport"]),
-        .testTarget(name: "CLITests", dependencies: ["Threading", "BlockIO", "TestSupport"]),
+        .testTarget(name: "CLITests", dependencies: ["Threading", "BlockIO", "Trace", "TestSupport"]),
         .testTarget(name: "ConvertTests", dependencies: ["Convert", "LSMT", "ZFile", "Threading", "BlockIO", "Registry", "Image", "Ext4", "Trace", "TestSupport"],
                     exclude: ["Fixtures"]),
     ],

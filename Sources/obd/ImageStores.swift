@@ -9,31 +9,35 @@ struct ImageStores {
     let plainHTTP: Bool
     let insecure: Bool
     let global: GlobalConfig
-    let credentials: CredentialStore
+    /// `-u` in front of the credential file's entries; nil: the credential file itself
+    /// (read again on 401/403).
+    let credentials: CredentialStore?
 
-    /// Loads the global config (`--config`) and its credentials; `username`
-    /// (`user[:password]`) comes first for the registry hosts among `references`.
+    /// Loads the global config (`--config`); `username` (`user[:password]`) comes first
+    /// for the registry hosts among `references`.
     init(plainHTTP: Bool, insecure: Bool, configPath: String?, username: String?, references: [String]) throws {
         self.plainHTTP = plainHTTP
         self.insecure = insecure
         global = try GlobalConfig.load(path: configPath)
-        var creds = try CredentialStore.load(path: global.credentialFile)
         if let username {
+            var creds = try CredentialStore.load(path: global.credentialFile)
             let parts = username.split(separator: ":", maxSplits: 1)
             let c = Credential(username: String(parts[0]), password: parts.count > 1 ? String(parts[1]) : "")
             let hosts = try references.compactMap { try Self.host($0) }
             creds.entries.insert(contentsOf: hosts.map { ($0, c) }, at: 0)
+            credentials = creds
+        } else {
+            credentials = nil
         }
-        credentials = creds
     }
 
-    /// The store a reference names.
+    /// The store a reference names; a registry client gets the global config's deadline,
+    /// outage policy, TLS settings and credentials (`GlobalConfig.registryOptions`).
     func store(_ text: String) throws -> any ImageSource & ImageTarget {
         switch try ImageLocation(parsing: text) {
         case let .layout(path, tag): return LayoutStore(path: path, tag: tag)
         case let .registry(ref):
-            var o = RegistryOptions(plainHTTP: plainHTTP, insecure: insecure, credentials: credentials)
-            o.timeoutSeconds = global.registryConfig.timeoutSeconds
+            let o = try global.registryOptions(host: ref.host, plainHTTP: plainHTTP, insecure: insecure, credentials: credentials)
             return RegistryStore(client: RegistryClient(host: ref.host, options: o), reference: ref)
         }
     }
