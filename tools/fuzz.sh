@@ -49,6 +49,8 @@ for name, recs in (("two.trace", [(0, 4096, 0), (1, 512, 8192)]), ("empty.trace"
     body = b"".join(struct.pack("<B3xIQq", ord("R"), l, c, o) for l, c, o in recs)
     open(sys.argv[1] + "/" + name, "wb").write(struct.pack("<I4xQI4x", 0xC2EF1820, len(body), crc32c_raw(body)) + body)
 PY
+# Priority lists (no magic): paths, directory lines, junk lines.
+printf '/usr/bin/\n  /etc/passwd \r\n/usr/lib/*\nrelative\n/a/../../b\n' > "$WORK/trace/list.txt"
 
 status=0
 for t in zfile lsmt config tar registry trace; do
