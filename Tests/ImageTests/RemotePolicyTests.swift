@@ -68,7 +68,7 @@ struct RemotePolicyTests {
         let image = try Self.open(f, messages: messages)
         #expect(try Self.digest(image) == RemoteImageFixture.expected.full)
         #expect(p2p.isStopped, "the proxy never died")
-        #expect(p2p.blobReads == 4)
+        #expect(p2p.blobReads >= 4)
         #expect(registry.blobReads > p2p.blobReads, "the reads after the proxy died did not reach the registry")
         #expect(messages.all.contains { $0.contains("P2P proxy") && $0.contains("failed") }, "\(messages.all)")
     }
@@ -99,22 +99,25 @@ struct RemotePolicyTests {
         let image = try Self.open(f)
         // Everything is refused for 3 s (three deadlines), then the registry is back.
         let until = monotonicSeconds() + 3
-        let refused = Mutex<(count: Int, first: Double, last: Double)>((0, 0, 0))
+        let seen = Mutex<(refused: Int, firstRefused: Double, firstPassed: Double)>((0, 0, 0))
         proxy.setPolicy { _, _ in
             let now = monotonicSeconds()
-            guard now < until else { return .pass }
-            refused.withLock { r in
-                if r.count == 0 { r.first = now }
-                r.count += 1
-                r.last = now
+            return seen.withLock { r in
+                guard now < until else {
+                    if r.firstPassed == 0 { r.firstPassed = now }
+                    return .pass
+                }
+                if r.refused == 0 { r.firstRefused = now }
+                r.refused += 1
+                return .drop
             }
-            return .drop
         }
         #expect(try Self.digest(image) == RemoteImageFixture.expected.full)
-        let r = refused.withLock { $0 }
-        #expect(r.count >= 2, "the outage was not hit (\(r.count) refused requests)")
-        // The subject is the deadline: a read kept trying for longer than it (generous bound).
-        #expect(r.last - r.first > 1.0, "refused for \(r.last - r.first) s only")
+        let r = seen.withLock { $0 }
+        #expect(r.refused >= 2, "the outage was not hit (\(r.refused) refused requests)")
+        // The subject is the deadline: the read that met the outage kept trying for longer
+        // than it, until the registry was back (generous bound).
+        #expect(r.firstPassed - r.firstRefused > 1.0, "waited \(r.firstPassed - r.firstRefused) s only")
     }
 
     @Test("a credential file rotated while the image runs is read again on 401; the new password is used without a restart")
