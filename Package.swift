@@ -35,6 +35,8 @@ let package = Package(
         .systemLibrary(name: "CNL", pkgConfig: "libnl-genl-3.0", providers: [.apt(["libnl-3-dev", "libnl-genl-3-dev"])]),
         .systemLibrary(name: "CExt2fs", pkgConfig: "ext2fs", providers: [.apt(["libext2fs-dev"])]),
         .systemLibrary(name: "CArchive", pkgConfig: "libarchive", providers: [.apt(["libarchive-dev"])]),
+        // eventfd and memfd_create, which the Glibc module does not export (C library only).
+        .systemLibrary(name: "CEventFD"),
 
         // Floor 0: the concurrency toolkit and the file protocol.
         .target(name: "Threading"),
@@ -57,6 +59,7 @@ let package = Package(
         ]),
         // Floor 3: frontends.
         .target(name: "NBD", dependencies: ["Threading", "BlockIO"]),
+        .target(name: "VhostUser", dependencies: ["Threading", "BlockIO", "CEventFD"]),
         .target(name: "TCMU", dependencies: ["Threading", "BlockIO", "Image", "CNL"]),
         .target(name: "Convert", dependencies: [
             "Threading", "BlockIO", "LSMT", "ZFile", "Image", "Registry", "Ext4", "Trace", "CExt2fs", "CArchive",
@@ -97,6 +100,7 @@ let package = Package(
         .testTarget(name: "RegistryTests", dependencies: ["Registry", "Threading", "BlockIO", "TestSupport"]),
         .testTarget(name: "TraceTests", dependencies: ["Trace", "Threading", "BlockIO", "TestSupport"]),
         .testTarget(name: "NBDTests", dependencies: ["NBD", "LSMT", "Threading", "BlockIO", "TestSupport"]),
+        .testTarget(name: "VhostUserTests", dependencies: ["VhostUser", "Threading", "BlockIO", "CEventFD"]),
         .testTarget(name: "CLITests", dependencies: ["Threading", "BlockIO", "Trace", "TestSupport"]),
         .testTarget(name: "ConvertTests", dependencies: ["Convert", "LSMT", "ZFile", "Threading", "BlockIO", "Registry", "Image", "Ext4", "Trace", "TestSupport"],
                     exclude: ["Fixtures"]),
