@@ -35,6 +35,7 @@ let package = Package(
         .systemLibrary(name: "CNL", pkgConfig: "libnl-genl-3.0", providers: [.apt(["libnl-3-dev", "libnl-genl-3-dev"])]),
         .systemLibrary(name: "CExt2fs", pkgConfig: "ext2fs", providers: [.apt(["libext2fs-dev"])]),
         .systemLibrary(name: "CArchive", pkgConfig: "libarchive", providers: [.apt(["libarchive-dev"])]),
+        .systemLibrary(name: "CZlib", pkgConfig: "zlib", providers: [.apt(["zlib1g-dev"])]),
         // eventfd and memfd_create, which the Glibc module does not export (C library only).
         .systemLibrary(name: "CEventFD"),
 
@@ -50,6 +51,8 @@ let package = Package(
         ]),
         .target(name: "BlockCache", dependencies: ["Threading", "BlockIO", .product(name: "CoreMetrics", package: "swift-metrics")]),
         .target(name: "Trace", dependencies: ["Threading", "BlockIO", "CISAL"]),
+        // The gzip index (ddgzidx) and random reads of a gzip blob through it (TurboOCI).
+        .target(name: "Gzip", dependencies: ["Threading", "BlockIO", "CZlib"]),
         // Read-only ext4 through libext2fs over any BlockFile (Convert adds writing).
         .target(name: "Ext4", dependencies: ["BlockIO", "CExt2fs", .product(name: "Crypto", package: "swift-crypto")]),
         // Floor 2: assembly.
@@ -79,7 +82,7 @@ let package = Package(
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
         // Benchmarks: obd and its anchors measured side by side (benchmarks/run.sh).
-        .executableTarget(name: "obd-bench", dependencies: ["Threading", "BlockIO", "ZFile", "LSMT", "Image", "Registry", "BlockCache", "TestSupport", "CLZ4", "CZstd"],
+        .executableTarget(name: "obd-bench", dependencies: ["Threading", "BlockIO", "ZFile", "LSMT", "Image", "Registry", "BlockCache", "Trace", "TestSupport", "CLZ4", "CZstd"],
                           path: "benchmarks/obd-bench"),
         // Test helper: a writer that the crash test kills with SIGKILL.
         .executableTarget(name: "obd-crash-writer", dependencies: ["Threading", "BlockIO", "LSMT", "TestSupport"]),
@@ -99,6 +102,7 @@ let package = Package(
         .testTarget(name: "BlockCacheTests", dependencies: ["BlockCache", "Threading", "BlockIO", "Registry", "TestSupport"]),
         .testTarget(name: "RegistryTests", dependencies: ["Registry", "Threading", "BlockIO", "TestSupport"]),
         .testTarget(name: "TraceTests", dependencies: ["Trace", "Threading", "BlockIO", "TestSupport"]),
+        .testTarget(name: "GzipTests", dependencies: ["Gzip", "Threading", "BlockIO", "TestSupport", "CZlib"]),
         .testTarget(name: "NBDTests", dependencies: ["NBD", "LSMT", "Threading", "BlockIO", "TestSupport"]),
         .testTarget(name: "VhostUserTests", dependencies: ["VhostUser", "Threading", "BlockIO", "CEventFD"]),
         .testTarget(name: "CLITests", dependencies: ["Threading", "BlockIO", "Trace", "TestSupport"]),
@@ -118,5 +122,6 @@ if Context.environment["OBD_FUZZ"] != nil {
         .executableTarget(name: "fuzz-tar", dependencies: ["Threading", "BlockIO", "Ext4", "Convert"], path: "Fuzz/fuzz-tar"),
         .executableTarget(name: "fuzz-registry", dependencies: ["Registry", "Convert"], path: "Fuzz/fuzz-registry"),
         .executableTarget(name: "fuzz-trace", dependencies: ["Trace"], path: "Fuzz/fuzz-trace"),
+        .executableTarget(name: "fuzz-gzip-index", dependencies: ["BlockIO", "Gzip"], path: "Fuzz/fuzz-gzip-index"),
     ]
 }

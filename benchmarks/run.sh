@@ -2,7 +2,7 @@
 # Runs every obd benchmark (release build) and writes the tables to
 # benchmarks/results/latest.md. Each table measures obd and its anchor in the same run
 # and prints their ratio. `benchmarks/run.sh --quick` uses smaller inputs;
-# `benchmarks/run.sh NAME` runs one (zfile-read, zfile-compress, lookup, stack-read, lazy, cache-hit)
+# `benchmarks/run.sh NAME` runs one (zfile-read, zfile-compress, lookup, stack-read, lazy, cache-hit, trace)
 # into benchmarks/results/NAME-latest.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -1,5 +1,5 @@
 // obd-bench: measures obd and its anchors side by side and prints tables with ratios.
-// Usage: obd-bench [zfile-read|zfile-compress|lookup|stack-read|lazy|cache-hit|all] [--quick]
+// Usage: obd-bench [zfile-read|zfile-compress|lookup|stack-read|lazy|cache-hit|trace|all] [--quick]
 import BlockIO
 import Glibc
 
@@ -33,6 +33,9 @@ do {
     }
     if which == "lazy" || which == "all" {
         print(try LazyBenchmarks.run(work: work, corpus: corpus(), quick: quick))
+    }
+    if which == "trace" || which == "all" {
+        print(try TraceBenchmarks.run(work: work, corpus: corpus(), reads: quick ? 100_000 : 400_000))
     }
     if which == "cache-hit" || which == "all" {
         print(try CacheHitBenchmarks.run(work: work, quick: quick))
