@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # VM integration tests with a real kernel (QEMU guest, TCG): see tools/vm/.
-#   tools/vm-test.sh [nbd] [virtio] [tcmu] [tcmu-crash] [remote] [convert]     (default: all)
+#   tools/vm-test.sh [nbd] [virtio] [tcmu] [tcmu-crash] [remote] [convert] [boot]     (default: all)
 # Needs the reference files (../shared/testdata/overlaybd-ref or $OBD_REFERENCE_DIR).
 # VM tests run one at a time (2 cores).
 set -euo pipefail
@@ -29,7 +29,7 @@ printf '{"lowers":[{"file":"%s"},{"file":"%s"}],"resultFile":"result-ro"}\n' "$L
 printf '{"lowers":[{"file":"%s"},{"file":"missing.commit"}],"resultFile":"result-bad"}\n' "$L/l1/layer1.commit" > "$W/bad.json"
 
 tests=("$@")
-[ ${#tests[@]} -gt 0 ] || tests=(nbd virtio tcmu tcmu-crash remote convert)
+[ ${#tests[@]} -gt 0 ] || tests=(nbd virtio tcmu tcmu-crash remote convert boot)
 status=0
 for t in "${tests[@]}"; do
   echo "== vm test: $t"
@@ -87,6 +87,14 @@ for t in "${tests[@]}"; do
       out=$(VM_LOG=$W/console-convert.log tools/vm/run.sh tools/vm/guest-convert.sh "$TCMU" "$C" "$PY" 2>&1) || true
       echo "$out" | grep -E "^(CONVERT-|e2fsck|GUEST-)" || true
       echo "$out" | grep -q GUEST-CONVERT-OK || { echo "$out" | tail -30; echo "vm-test: FAIL: convert"; status=1; }
+      ;;
+    boot)
+      # The guest's root file system is an obd image with remote lowers (Debian minbase,
+      # obd convert, docker-registry on host loopback), served lazily by obd serve nbd and
+      # attached by QEMU as virtio-blk; the whole check runs in tools/vm/boot-test.sh.
+      out=$(timeout 900 tools/vm/boot-test.sh "$OBD" "$W/boot" 2>&1) || true
+      echo "$out" | grep -E "^(==|BOOT-|  BOOT-OS|  BOOT-STAMP|e2fsck)" || true
+      echo "$out" | grep -q BOOT-TEST-OK || { echo "$out" | tail -30; echo "vm-test: FAIL: boot"; status=1; }
       ;;
     *) echo "vm-test: unknown test $t"; status=1 ;;
   esac
