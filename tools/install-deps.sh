@@ -24,6 +24,8 @@ PACKAGES=(
   libaio-dev      # ioEngine 1: native AIO with O_DIRECT for local layers
   libext2fs-dev   # obd convert/apply/mkfs: ext4 written in userspace through libext2fs
   libarchive-dev  # obd convert/apply: tar, tar.gz, tar.zst layer streams
+  zlib1g-dev      # Gzip module: inflate from access points and the ddgzidx index (TurboOCI)
+  pigz            # gzip tests: multi-block pigz streams as one of the index inputs
   umoci debootstrap  # convert tests: reference trees (umoci unpack) and a Debian minbase image
 )
 
