@@ -123,6 +123,5 @@ if Context.environment["OBD_FUZZ"] != nil {
         .executableTarget(name: "fuzz-registry", dependencies: ["Registry", "Convert"], path: "Fuzz/fuzz-registry"),
         .executableTarget(name: "fuzz-trace", dependencies: ["Trace"], path: "Fuzz/fuzz-trace"),
         .executableTarget(name: "fuzz-gzip-index", dependencies: ["BlockIO", "Gzip", "CZlib"], path: "Fuzz/fuzz-gzip-index"),
-        .executableTarget(name: "fuzz-gzip-index", dependencies: ["BlockIO", "Gzip"], path: "Fuzz/fuzz-gzip-index"),
     ]
 }
