@@ -183,14 +183,22 @@ final class TestFrontEnd: @unchecked Sendable {
             }
             if rc == 0 { break }
             tries += 1
-            if tries > 500 { close(fd); throw VhostUserError.system(operation: "connect", errno: errno) }
+            if tries > 500 { Glibc.close(fd); throw VhostUserError.system(operation: "connect", errno: errno) }
             usleep(10000)
         }
         var tv = timeval(tv_sec: 10, tv_usec: 0)
         setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
     }
 
-    deinit { close(fd) }
+    private var closed = false
+
+    deinit { close() }
+
+    /// Ends the connection (a server serves one front-end at a time).
+    func close() {
+        if !closed { Glibc.close(fd) }
+        closed = true
+    }
 
     /// Sends a raw message (header fields as given).
     func sendRaw(request: UInt32, flags: UInt32 = VhostUserFlags.version, payload: [UInt8] = [], fds: [Int32] = [],
