@@ -73,7 +73,7 @@ let package = Package(
         ]),
         // Floor 4: entry points.
         .executableTarget(name: "obd", dependencies: [
-            "Threading", "BlockIO", "ZFile", "LSMT", "Image", "NBD", "Registry", "BlockCache", "MetricsExporter", "Convert", "Trace", "Ext4",
+            "Threading", "BlockIO", "ZFile", "LSMT", "Image", "NBD", "VhostUser", "Registry", "BlockCache", "MetricsExporter", "Convert", "Trace", "Ext4",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
         .executableTarget(name: "obd-tcmu", dependencies: [

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # VM integration tests with a real kernel (QEMU guest, TCG): see tools/vm/.
-#   tools/vm-test.sh [nbd] [virtio] [tcmu] [tcmu-crash] [remote] [convert] [boot]     (default: all)
+#   tools/vm-test.sh [nbd] [virtio] [vhost] [tcmu] [tcmu-crash] [remote] [convert] [boot]     (default: all)
 # Needs the reference files (../shared/testdata/overlaybd-ref or $OBD_REFERENCE_DIR).
 # VM tests run one at a time (2 cores).
 set -euo pipefail
@@ -29,7 +29,7 @@ printf '{"lowers":[{"file":"%s"},{"file":"%s"}],"resultFile":"result-ro"}\n' "$L
 printf '{"lowers":[{"file":"%s"},{"file":"missing.commit"}],"resultFile":"result-bad"}\n' "$L/l1/layer1.commit" > "$W/bad.json"
 
 tests=("$@")
-[ ${#tests[@]} -gt 0 ] || tests=(nbd virtio tcmu tcmu-crash remote convert boot)
+[ ${#tests[@]} -gt 0 ] || tests=(nbd virtio vhost tcmu tcmu-crash remote convert boot)
 status=0
 for t in "${tests[@]}"; do
   echo "== vm test: $t"
@@ -48,6 +48,26 @@ for t in "${tests[@]}"; do
       kill -TERM "$spid"; wait "$spid" || true
       echo "$out" | grep -E "^GUEST-" || true
       echo "$out" | grep -q GUEST-VIRTIO-OK || { echo "$out" | tail -30; echo "vm-test: FAIL: virtio"; status=1; }
+      ;;
+    vhost)
+      # obd serve vhost-user with QEMU's vhost-user-blk-pci (2 queues, shared memfd guest memory):
+      # a read-only boot checks hashes; a writable boot writes a file into a fresh upper
+      # (e2fsck clean); a second boot of the same disk finds it.
+      rm -f "$W/upper_data" "$W/upper_index" "$W/result"; "$OBD" create "$W/upper_data" "$W/upper_index" 0
+      for mode in ro rw check; do
+        cfg=$W/rw.json; [ "$mode" = ro ] && cfg=$W/ro.json
+        rm -f "$W/vh.sock"
+        "$OBD" serve vhost-user "$cfg" --socket "$W/vh.sock" --queues 2 2> "$W/vh.log" &
+        spid=$!
+        for _ in $(seq 100); do grep -q serving "$W/vh.log" && break; sleep 0.1; done
+        out=$(VM_LOG=$W/console-vhost-$mode.log VM_MEM=512 VM_EXTRA="-object memory-backend-memfd,id=mem,size=512M,share=on \
+              -numa node,memdev=mem -chardev socket,id=vhc,path=$W/vh.sock -device vhost-user-blk-pci,chardev=vhc,num-queues=2" \
+              tools/vm/run.sh tools/vm/guest-vhost.sh "$mode" 2>&1) || true
+        kill -TERM "$spid"; wait "$spid" || true
+        echo "$out" | grep -aoE "GUEST-.*" | sed "s/^/$mode: /" || true
+        echo "$out" | grep -aq "GUEST-VHOST-QUEUES=2" || { echo "vm-test: FAIL: vhost $mode: the guest does not see 2 queues"; status=1; }
+        echo "$out" | grep -aq GUEST-VHOST-OK || { echo "$out" | tail -30; cat "$W/vh.log"; echo "vm-test: FAIL: vhost $mode"; status=1; }
+      done
       ;;
     tcmu)
       rm -f "$W"/result*

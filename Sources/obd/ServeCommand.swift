@@ -10,7 +10,7 @@ struct ServeCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "serve",
         abstract: "Serve an image as a block device.",
-        subcommands: [ServeNBDCommand.self])
+        subcommands: [ServeNBDCommand.self, ServeVhostUserCommand.self])
 }
 
 struct ServeNBDCommand: ParsableCommand {

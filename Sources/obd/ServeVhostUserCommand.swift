@@ -1,0 +1,53 @@
+import ArgumentParser
+import BlockIO
+import Glibc
+import Image
+import VhostUser
+
+struct ServeVhostUserCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "vhost-user",
+        abstract: "Serve an image as a vhost-user-blk back-end on a unix socket, for QEMU and other VMMs.",
+        discussion: """
+            The VMM connects to --socket (QEMU: -chardev socket,id=c,path=PATH -device vhost-user-blk-pci,chardev=c); \
+            guest memory must be shared (-object memory-backend-memfd,...,share=on). One front-end is served at a \
+            time; after it disconnects the next one (or the same VMM reconnecting) gets the disk. The image is \
+            writable when its config has an upper layer (unless --read-only). Prints one line to stderr when it \
+            is ready. SIGTERM or SIGINT flushes the image and exits.
+            """)
+
+    @Argument(help: "Image config (config.v1.json).") var imageConfig: String
+    @Option(name: .long, help: "Unix socket path to listen on.") var socket: String
+    @Option(name: .long, help: "Global overlaybd.json (default: /etc/overlaybd/overlaybd.json if it exists).") var config: String?
+    @Flag(name: .long, help: "Serve read-only even if the image has an upper layer.") var readOnly = false
+    @Option(name: .long, help: "Request queues offered (each served by its own thread).") var queues = 1
+    @Option(name: .long, help: "Serial number the guest reads (GET_ID, up to 20 bytes).") var serial = "obd"
+
+    func run() throws {
+        try runReportingErrors {
+            guard (1...64).contains(queues) else { throw CLIError("--queues: \(queues) is not between 1 and 64") }
+            let global = try GlobalConfig.load(path: config)
+            let image = try Image.open(configPath: imageConfig, global: global, writable: !readOnly) { writeStandardError("obd: " + $0 + "\n") }
+            let disk: any BlockFile = image.stack
+            // Signals are taken by this thread with sigwait; the server's threads inherit the mask.
+            var set = sigset_t()
+            sigemptyset(&set)
+            sigaddset(&set, SIGTERM)
+            sigaddset(&set, SIGINT)
+            pthread_sigmask(SIG_BLOCK, &set, nil)
+            signal(SIGPIPE, SIG_IGN)
+            let ro = readOnly || !disk.isWritable
+            let server = try VhostUserBlkServer(file: disk, socketPath: socket, readOnly: ro, queues: queues, serial: serial) {
+                writeStandardError("obd: " + $0 + "\n")
+            }
+            try server.start()
+            writeStandardError("obd: serving \(imageConfig) over vhost-user-blk on \(socket) (\(disk.size) bytes, \(queues) queues, \(ro ? "read-only" : "writable"))\n")
+            var sig: Int32 = 0
+            sigwait(&set, &sig)
+            server.stop()
+            do { try disk.flush() } catch { writeStandardError("obd: error: flush on exit failed: \(error)\n"); throw ExitCode.failure }
+            image.close()
+            writeStandardError("obd: stopped (signal \(sig))\n")
+        }
+    }
+}

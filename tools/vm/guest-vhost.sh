@@ -1,0 +1,38 @@
+# Runs inside the guest: the disk is QEMU's vhost-user-blk device (num-queues=2) served
+# by `obd serve vhost-user` on the host. MODE ro: mount read-only and check file hashes;
+# rw: also write a file, remount and read it back; check: the file of an earlier rw boot is there.
+set -u
+MODE=${1:-ro}
+fail() { echo "GUEST-FAIL: $*"; exit 1; }
+modprobe virtio_blk || true
+modprobe ext4 || true
+for _ in $(seq 50); do [ -b /dev/vda ] && break; sleep 0.2; done
+[ -b /dev/vda ] || fail "no /dev/vda"
+echo "GUEST-VHOST-QUEUES=$(ls /sys/block/vda/mq | wc -l) SIZE=$(cat /sys/block/vda/size) RO=$(cat /sys/block/vda/ro)"
+mkdir -p /run/v
+if [ "$MODE" = ro ]; then
+  mount -o ro /dev/vda /run/v || fail "mount /dev/vda"
+else
+  mount /dev/vda /run/v || fail "mount /dev/vda read-write"
+fi
+[ "$(sha256sum /run/v/etc/hostname | cut -d' ' -f1)" = bd607dabacbe9bd67879ded5ed46737fff50602d8c59ab897419b02e334cb2ca ] || fail "hostname"
+[ "$(sha256sum /run/v/data/random.bin | cut -d' ' -f1)" = 40632c5e9c81d484001dfe5949a62acb3a4bd954517dd881bc4187349301c017 ] || fail "random.bin"
+case "$MODE" in
+  rw)
+    head -c 3000000 /dev/urandom > /run/v/vhost.bin || fail "write"
+    sum=$(sha256sum /run/v/vhost.bin | cut -d' ' -f1)
+    sync
+    umount /run/v
+    echo 3 > /proc/sys/vm/drop_caches
+    mount /dev/vda /run/v || fail "remount"
+    [ "$(sha256sum /run/v/vhost.bin | cut -d' ' -f1)" = "$sum" ] || fail "read back"
+    echo "$sum" > /run/v/vhost.sum
+    sync
+    ;;
+  check)
+    [ "$(sha256sum /run/v/vhost.bin | cut -d' ' -f1)" = "$(cat /run/v/vhost.sum)" ] || fail "file of the earlier boot"
+    ;;
+esac
+umount /run/v
+[ "$MODE" = ro ] || { e2fsck -fn /dev/vda > /dev/null 2>&1 || fail "e2fsck"; echo "GUEST-VHOST-E2FSCK-OK"; }
+echo "GUEST-VHOST-OK"
