@@ -122,6 +122,7 @@ if Context.environment["OBD_FUZZ"] != nil {
         .executableTarget(name: "fuzz-tar", dependencies: ["Threading", "BlockIO", "Ext4", "Convert"], path: "Fuzz/fuzz-tar"),
         .executableTarget(name: "fuzz-registry", dependencies: ["Registry", "Convert"], path: "Fuzz/fuzz-registry"),
         .executableTarget(name: "fuzz-trace", dependencies: ["Trace"], path: "Fuzz/fuzz-trace"),
+        .executableTarget(name: "fuzz-vhost-user", dependencies: ["BlockIO", "VhostUser"], path: "Fuzz/fuzz-vhost-user"),
         .executableTarget(name: "fuzz-gzip-index", dependencies: ["BlockIO", "Gzip", "CZlib"], path: "Fuzz/fuzz-gzip-index"),
     ]
 }

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Builds the libFuzzer targets (ZFile header/jump table/tar wrapper, LSMT header/index,
-# configs, layer tar streams applied to ext4, registry JSON/references, trace files) with address sanitizer and runs each for SECONDS (default 30).
+# configs, layer tar streams applied to ext4, registry JSON/references, trace files, vhost-user
+# messages and descriptor chains) with address sanitizer and runs each for SECONDS (default 30).
 # Seeds are made fresh with the obd CLI; crashes are kept in fuzz-artifacts/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -11,7 +12,7 @@ if [ "$SECONDS_EACH" = "0" ]; then
 fi
 SCRATCH=.build-fuzz
 export OBD_FUZZ=1
-for t in zfile lsmt config tar registry trace; do
+for t in zfile lsmt config tar registry trace vhost-user; do
   swift build --scratch-path "$SCRATCH" -c debug --product "fuzz-$t" \
     -Xswiftc -sanitize=fuzzer,address -Xswiftc -parse-as-library 2>&1 | tail -1
 done
@@ -21,7 +22,7 @@ swift build -c debug --product obd >/dev/null
 OBD=$(swift build -c debug --show-bin-path)/obd
 WORK=$(mktemp -d /tmp/obd-fuzz.XXXXXX)
 trap 'rm -rf "$WORK"' EXIT
-mkdir -p "$WORK"/{zfile,lsmt,config,tar,registry,trace} fuzz-artifacts
+mkdir -p "$WORK"/{zfile,lsmt,config,tar,registry,trace,vhost-user} fuzz-artifacts
 # Seeds: small valid inputs of each kind.
 head -c 9000 /dev/urandom > "$WORK/in.bin"; head -c 9000 /dev/zero | tr '\0' 'o' >> "$WORK/in.bin"
 "$OBD" zfile --bs 4 "$WORK/in.bin" "$WORK/zfile/a.zfile"
@@ -51,9 +52,23 @@ for name, recs in (("two.trace", [(0, 4096, 0), (1, 512, 8192)]), ("empty.trace"
 PY
 # Priority lists (no magic): paths, directory lines, junk lines.
 printf '/usr/bin/\n  /etc/passwd \r\n/usr/lib/*\nrelative\n/a/../../b\n' > "$WORK/trace/list.txt"
+# vhost-user: fd count, queue-size exponent, chain head, a message, then guest memory holding a
+# 3-descriptor chain (header, data, status) at guest address 0x1000 and an indirect table.
+python3 - "$WORK/vhost-user" <<'PY'
+import struct, sys
+def msg(req, payload, fds=0): return bytes([fds, 3, 0, 0]) + struct.pack("<III", req, 1, len(payload)) + payload
+desc = struct.pack("<QIHH", 0x1000 + 256, 16, 1, 1) + struct.pack("<QIHH", 0x1000 + 512, 512, 3, 2) \
+     + struct.pack("<QIHH", 0x1000 + 1024, 1, 2, 0) + struct.pack("<QIHH", 0x1000 + 128, 32, 4, 0)
+desc += bytes(128 - len(desc)) + struct.pack("<QIHH", 0x1000 + 256, 16, 1, 1) + struct.pack("<QIHH", 0x1000 + 1024, 1, 2, 0)
+mem = desc + bytes(256 - len(desc)) + struct.pack("<IIQ", 0, 0, 1) + bytes(1100 - 272)
+open(sys.argv[1] + "/features", "wb").write(msg(1, b"") + mem)
+table = struct.pack("<II", 1, 0) + struct.pack("<QQQQ", 0, 1 << 20, 0x7f0000000000, 0)
+open(sys.argv[1] + "/memtable", "wb").write(msg(5, table, 1) + mem)
+open(sys.argv[1] + "/kick", "wb").write(msg(12, struct.pack("<Q", 1), 1) + mem)
+PY
 
 status=0
-for t in zfile lsmt config tar registry trace; do
+for t in zfile lsmt config tar registry trace vhost-user; do
   echo "== fuzz-$t for ${SECONDS_EACH}s"
   if ! "$BIN/fuzz-$t" -max_total_time="$SECONDS_EACH" -max_len=16384 -timeout=10 -rss_limit_mb=4096 \
        -artifact_prefix=fuzz-artifacts/ -print_final_stats=1 "$WORK/$t" 2>"$WORK/$t.log"; then
