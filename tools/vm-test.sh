@@ -68,6 +68,27 @@ for t in "${tests[@]}"; do
         echo "$out" | grep -aq "GUEST-VHOST-QUEUES=2" || { echo "vm-test: FAIL: vhost $mode: the guest does not see 2 queues"; status=1; }
         echo "$out" | grep -aq GUEST-VHOST-OK || { echo "$out" | tail -30; cat "$W/vh.log"; echo "vm-test: FAIL: vhost $mode"; status=1; }
       done
+      # Reconnection: obd is SIGKILLed while the guest has the disk mounted and restarted;
+      # QEMU (reconnect=1) connects again and the guest reads the disk afresh.
+      rm -f "$W/vh.sock" "$W/phase1" "$W/phase2"
+      "$OBD" serve vhost-user "$W/ro.json" --socket "$W/vh.sock" --queues 2 2> "$W/vh.log" &
+      spid=$!
+      for _ in $(seq 100); do grep -q serving "$W/vh.log" && break; sleep 0.1; done
+      (VM_LOG=$W/console-vhost-reconnect.log VM_MEM=512 VM_EXTRA="-object memory-backend-memfd,id=mem,size=512M,share=on \
+         -numa node,memdev=mem -chardev socket,id=vhc,path=$W/vh.sock,reconnect=1 -device vhost-user-blk-pci,chardev=vhc,num-queues=2" \
+         tools/vm/run.sh tools/vm/guest-vhost.sh reconnect "$W" > "$W/vh-reconnect.out" 2>&1 || true) &
+      vpid=$!
+      for _ in $(seq 1200); do [ -f "$W/phase1" ] && break; sleep 0.1; done
+      kill -KILL "$spid"; wait "$spid" 2>/dev/null || true
+      "$OBD" serve vhost-user "$W/ro.json" --socket "$W/vh.sock" --queues 2 2> "$W/vh2.log" &
+      spid=$!
+      for _ in $(seq 100); do grep -q "front-end connected" "$W/vh2.log" && break; sleep 0.1; done
+      touch "$W/phase2"
+      wait "$vpid" || true
+      kill -TERM "$spid"; wait "$spid" || true
+      grep -aoE "GUEST-.*" "$W/vh-reconnect.out" | sed "s/^/reconnect: /" || true
+      grep -q "front-end connected" "$W/vh2.log" || { echo "vm-test: FAIL: vhost reconnect: QEMU did not reconnect"; status=1; }
+      grep -aq GUEST-VHOST-OK "$W/vh-reconnect.out" || { tail -30 "$W/vh-reconnect.out"; cat "$W/vh2.log"; echo "vm-test: FAIL: vhost reconnect"; status=1; }
       ;;
     tcmu)
       rm -f "$W"/result*
