@@ -98,14 +98,15 @@ public struct VirtioBlkDisk: Sendable {
         }
         guard readable >= VirtioBlk.headerSize else { return .malformed("request header has \(readable) of 16 bytes") }
         guard writable >= 1 else { return .malformed("no device-writable byte for the status") }
-        var header = [UInt8](repeating: 0, count: VirtioBlk.headerSize)
-        header.withUnsafeMutableBytes { h in
+        // The header, gathered once into local memory (no allocation on the request path).
+        var header: (UInt64, UInt64) = (0, 0)
+        withUnsafeMutableBytes(of: &header) { h in
             forEachPiece(segments, writable: false, from: 0, count: VirtioBlk.headerSize) { p, n, at in
                 h.baseAddress!.advanced(by: at).copyMemory(from: p, byteCount: n)
             }
         }
-        let type = header.withUnsafeBytes { UInt32(littleEndian: $0.loadUnaligned(fromByteOffset: 0, as: UInt32.self)) }
-        let sector = header.withUnsafeBytes { UInt64(littleEndian: $0.loadUnaligned(fromByteOffset: 8, as: UInt64.self)) }
+        let type = UInt32(truncatingIfNeeded: UInt64(littleEndian: header.0))
+        let sector = UInt64(littleEndian: header.1)
         let last = segments[segments.count - 1]
         let statusByte = last.pointer + (last.length - 1)
         let dataIn = writable - 1
