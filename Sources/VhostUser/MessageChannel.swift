@@ -132,9 +132,9 @@ public struct MessageChannel: Sendable {
     }
 
     /// Sends a reply to `request` with `payload`.
-    public func reply(to request: UInt32, payload: [UInt8]) throws(VhostUserError) {
+    public func reply(to request: UInt32, payload: [UInt8], fds: [Int32] = []) throws(VhostUserError) {
         let h = VhostUserHeader(request: request, flags: VhostUserFlags.version | VhostUserFlags.reply, size: UInt32(payload.count))
-        try send(h.bytes + payload)
+        try send(h.bytes + payload, fds: fds)
     }
 }
 

@@ -47,11 +47,14 @@ public enum VhostUserMessage: Equatable, Sendable {
     case setVringEnable(index: Int, enable: Bool)
     case getConfig(offset: UInt32, size: UInt32, flags: UInt32)
     case setConfig(offset: UInt32, size: UInt32, flags: UInt32)
+    /// The in-flight area: its size and offset in the file, for `queues` queues of `queueSize`.
+    case getInflightFD(queues: Int, queueSize: Int)
+    case setInflightFD(size: UInt64, offset: UInt64, queues: Int, queueSize: Int, fd: Int32)
 
     /// Whether the protocol defines an answer for this request (so REPLY_ACK adds none).
     public var hasReply: Bool {
         switch self {
-        case .getFeatures, .getProtocolFeatures, .getQueueNum, .getVringBase, .getConfig: return true
+        case .getFeatures, .getProtocolFeatures, .getQueueNum, .getVringBase, .getConfig, .getInflightFD: return true
         default: return false
         }
     }
@@ -61,6 +64,7 @@ public enum VhostUserMessage: Equatable, Sendable {
         switch self {
         case let .setMemTable(regions): return regions.map(\.fd)
         case let .setVringKick(_, fd), let .setVringCall(_, fd), let .setVringErr(_, fd): return fd.map { [$0] } ?? []
+        case let .setInflightFD(_, _, _, _, fd): return [fd]
         default: return []
         }
     }
@@ -210,6 +214,13 @@ extension VhostUserMessage {
             try expect(size: 12 + Int(size))
             return r == VhostUserRequest.getConfig ? .getConfig(offset: offset, size: size, flags: flags)
                                                    : .setConfig(offset: offset, size: size, flags: flags)
+        case VhostUserRequest.getInflightFD, VhostUserRequest.setInflightFD:
+            let get = r == VhostUserRequest.getInflightFD
+            try expect(size: 24, fds: get ? 0 : 1)
+            let queues = Int(UInt16(littleEndian: payload.loadUnaligned(fromByteOffset: 16, as: UInt16.self)))
+            let queueSize = Int(UInt16(littleEndian: payload.loadUnaligned(fromByteOffset: 18, as: UInt16.self)))
+            return get ? .getInflightFD(queues: queues, queueSize: queueSize)
+                       : .setInflightFD(size: u64(0), offset: u64(8), queues: queues, queueSize: queueSize, fd: fds[0])
         default:
             throw fail("unknown or unsupported request")
         }

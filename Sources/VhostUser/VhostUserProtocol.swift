@@ -20,13 +20,15 @@ public enum VhostUserRequest {
     public static let setVringEnable: UInt32 = 18
     public static let getConfig: UInt32 = 24
     public static let setConfig: UInt32 = 25
+    public static let getInflightFD: UInt32 = 31
+    public static let setInflightFD: UInt32 = 32
 
     static let names: [UInt32: String] = [
         1: "GET_FEATURES", 2: "SET_FEATURES", 3: "SET_OWNER", 4: "RESET_OWNER", 5: "SET_MEM_TABLE",
         6: "SET_LOG_BASE", 7: "SET_LOG_FD", 8: "SET_VRING_NUM", 9: "SET_VRING_ADDR", 10: "SET_VRING_BASE",
         11: "GET_VRING_BASE", 12: "SET_VRING_KICK", 13: "SET_VRING_CALL", 14: "SET_VRING_ERR",
         15: "GET_PROTOCOL_FEATURES", 16: "SET_PROTOCOL_FEATURES", 17: "GET_QUEUE_NUM", 18: "SET_VRING_ENABLE",
-        24: "GET_CONFIG", 25: "SET_CONFIG",
+        24: "GET_CONFIG", 25: "SET_CONFIG", 31: "GET_INFLIGHT_FD", 32: "SET_INFLIGHT_FD",
     ]
 
     /// The request's protocol name, or "request N" for one obd does not know.
@@ -66,6 +68,8 @@ public enum VhostUserProtocolFeature {
     public static let multiQueue: UInt64 = 1 << 0
     public static let replyAck: UInt64 = 1 << 3
     public static let config: UInt64 = 1 << 9
+    /// Shared memory recording in-flight requests, so a restarted back-end completes them.
+    public static let inflightShmem: UInt64 = 1 << 12
 }
 
 /// Protocol limits obd enforces on every message.

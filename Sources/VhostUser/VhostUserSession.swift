@@ -10,12 +10,13 @@ final class VhostUserSession: @unchecked Sendable {
     let log: @Sendable (String) -> Void
 
     static let protocolFeatures = VhostUserProtocolFeature.multiQueue | VhostUserProtocolFeature.replyAck
-        | VhostUserProtocolFeature.config
+        | VhostUserProtocolFeature.config | VhostUserProtocolFeature.inflightShmem
     /// Queue size assumed for seg_max before SET_VRING_NUM (QEMU's default is 128).
     static let defaultQueueSize = 128
 
     private var queues: [VirtQueue]
     private var memory: GuestMemory?
+    private var inflight: InflightRegion?
     private var features: UInt64 = 0
     private var featuresSet = false
     private var protocolFeatures: UInt64 = 0
@@ -54,6 +55,7 @@ final class VhostUserSession: @unchecked Sendable {
     private func teardown() {
         for q in queues { q.reset() }
         memory = nil
+        inflight = nil
         do { try disk.file.flush() } catch { log("vhost-user: flush at disconnect failed: \(error)") }
     }
 
@@ -71,7 +73,10 @@ final class VhostUserSession: @unchecked Sendable {
     /// Starts or stops `q` to match its configuration.
     private func refresh(_ q: VirtQueue) throws(VhostUserError) {
         if q.ready(memory: memory) {
-            if !q.isRunning, let memory { try q.start(memory: memory, disk: disk, features: features, log: log) }
+            if !q.isRunning, let memory {
+                try q.start(memory: memory, inflight: inflight?.tracker(queue: q.index, ringSize: q.size),
+                            disk: disk, features: features, log: log)
+            }
         } else {
             q.stop()
         }
@@ -191,6 +196,22 @@ final class VhostUserSession: @unchecked Sendable {
             try channel.reply(to: r, payload: w.bytes)
         case .setConfig:
             throw .refused(request: r, reason: "the virtio-blk configuration is read-only")
+        case let .getInflightFD(count, size):
+            let (region, fd) = try InflightRegion.create(queues: count, queueSize: size)
+            defer { close(fd) }
+            for q in queues where q.isRunning { q.stop() }
+            inflight = region
+            var w = PayloadWriter()
+            w.u64(UInt64(region.length)); w.u64(0); w.u16(UInt16(count)); w.u16(UInt16(size)); w.u32(0)
+            try channel.reply(to: r, payload: w.bytes, fds: [fd])
+            log("vhost-user: new in-flight area for \(count) queues of \(size) entries")
+            for q in queues { try refresh(q) }
+        case let .setInflightFD(size, offset, count, queueSize, fd):
+            let region = try InflightRegion.map(fd: fd, size: size, offset: offset, queues: count, queueSize: queueSize)
+            log("vhost-user: in-flight area for \(count) queues of \(queueSize) entries handed over")
+            for q in queues where q.isRunning { q.stop() }
+            inflight = region
+            for q in queues { try refresh(q) }
         }
         if header.needsReply, protocolFeatures & VhostUserProtocolFeature.replyAck != 0, !message.hasReply {
             try ack(header, success: true)

@@ -37,7 +37,7 @@ final class VirtQueue: @unchecked Sendable {
     }
 
     /// Starts the serving thread over `memory`; a ring outside the memory table is an error.
-    func start(memory: GuestMemory, disk: VirtioBlkDisk, features: UInt64,
+    func start(memory: GuestMemory, inflight: InflightTracker?, disk: VirtioBlkDisk, features: UInt64,
                log: @escaping @Sendable (String) -> Void) throws(VhostUserError) {
         guard thread == nil, let addresses else { return }
         let ring = try SplitRing.map(addresses, size: size, memory: memory, queue: index)
@@ -46,7 +46,7 @@ final class VirtQueue: @unchecked Sendable {
         let server = QueueServer(queue: index, ring: ring, memory: memory, disk: disk, kickFD: kickFD, stopFD: stop,
                                  next: nextAvailable, eventIndex: features & VirtioFeature.ringEventIdx != 0,
                                  indirect: features & VirtioFeature.ringIndirectDesc != 0,
-                                 owner: self, log: log)
+                                 inflight: inflight, owner: self, log: log)
         do {
             thread = try NamedThread.spawn(name: "obd-vhost-q\(index)") { server.run() }
         } catch let e as NamedThread.StartError {
@@ -116,6 +116,8 @@ struct QueueServer: @unchecked Sendable {
     var next: UInt16
     let eventIndex: Bool
     let indirect: Bool
+    let inflight: InflightTracker?
+    var counter: UInt64 = 1
     let owner: VirtQueue
     let log: @Sendable (String) -> Void
 
@@ -129,6 +131,7 @@ struct QueueServer: @unchecked Sendable {
         let waitForever: Int32 = kickFD >= 0 ? -1 : 1
         ring.setUsedFlags(0)
         do {
+            try me.resubmit(&used, &segments)
             // A kick may have been missed while the queue was stopped: look once at start.
             try me.drain(&used, &segments)
             while true {
@@ -181,22 +184,47 @@ struct QueueServer: @unchecked Sendable {
             for _ in 0..<pending {
                 let head = ring.availableHead(next)
                 next &+= 1
-                segments.removeAll(keepingCapacity: true)
-                try ChainWalker.walk(table: UnsafeRawPointer(ring.descriptors), size: ring.size, head: head, memory: memory,
-                                     indirect: indirect, queue: queue, into: &segments)
-                let length: UInt32
-                switch disk.handle(segments, log: log) {
-                case let .completed(_, n): length = n
-                case let .malformed(why):
-                    log("vhost-user: queue \(queue): request at descriptor \(head): \(why)")
-                    length = 0
-                }
-                ring.putUsed(used, id: UInt32(head), length: length)
-                used &+= 1
-                ring.publishUsed(used)
+                try serve(head, &used, &segments)
             }
             notify(old: before, new: used)
         }
+    }
+
+    /// Walks, carries out and completes the chain at `head` (recording it in flight meanwhile).
+    mutating func serve(_ head: UInt16, _ used: inout UInt16, _ segments: inout [GuestSegment]) throws(VhostUserError) {
+        guard Int(head) < ring.size else { throw .ring(queue: queue, reason: "chain head \(head) is outside the \(ring.size)-entry table") }
+        inflight?.begin(head, counter: counter)
+        counter &+= 1
+        segments.removeAll(keepingCapacity: true)
+        try ChainWalker.walk(table: UnsafeRawPointer(ring.descriptors), size: ring.size, head: head, memory: memory,
+                             indirect: indirect, queue: queue, into: &segments)
+        let length: UInt32
+        switch disk.handle(segments, log: log) {
+        case let .completed(_, n): length = n
+        case let .malformed(why):
+            log("vhost-user: queue \(queue): request at descriptor \(head): \(why)")
+            length = 0
+        }
+        ring.putUsed(used, id: UInt32(head), length: length)
+        used &+= 1
+        inflight?.completing(head)
+        ring.publishUsed(used)
+        inflight?.completed(head, used: used)
+    }
+
+    /// INFLIGHT_SHMEM: completes what a previous back-end took but did not finish, oldest
+    /// first, and continues after them in the available ring (requests complete in order,
+    /// so the ones in flight are the ones right after the used index).
+    mutating func resubmit(_ used: inout UInt16, _ segments: inout [GuestSegment]) throws(VhostUserError) {
+        guard let inflight else { return }
+        let (heads, nextCounter) = inflight.recover(ringUsed: used)
+        counter = nextCounter
+        next = used &+ UInt16(truncatingIfNeeded: heads.count)
+        guard !heads.isEmpty else { return }
+        log("vhost-user: queue \(queue): resubmitting \(heads.count) request(s) left in flight")
+        let before = used
+        for head in heads { try serve(head, &used, &segments) }
+        notify(old: before, new: used)
     }
 
     /// Signals the call descriptor unless the driver suppressed it.

@@ -51,7 +51,8 @@ import Testing
         #expect(f & VirtioFeature.blkReadOnly == 0)
         #expect(try s.client.get64(VhostUserRequest.getQueueNum) == 2)
         let proto = try s.client.get64(VhostUserRequest.getProtocolFeatures)
-        #expect(proto == VhostUserProtocolFeature.multiQueue | VhostUserProtocolFeature.replyAck | VhostUserProtocolFeature.config)
+        #expect(proto == VhostUserProtocolFeature.multiQueue | VhostUserProtocolFeature.replyAck | VhostUserProtocolFeature.config
+                | VhostUserProtocolFeature.inflightShmem)
         let config = try s.client.getConfig()
         #expect(config.count == 60)
         config.withUnsafeBytes { c in

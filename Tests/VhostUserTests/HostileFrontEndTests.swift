@@ -132,7 +132,7 @@ import Testing
         #expect(try client.get64(VhostUserRequest.getQueueNum) == 2)
         // Features never offered.
         #expect(try client.request(VhostUserRequest.setFeatures, TestFrontEnd.u64(1 << 40)) == 1)
-        #expect(try client.request(VhostUserRequest.setProtocolFeatures, TestFrontEnd.u64(1 << 12)) == 1)
+        #expect(try client.request(VhostUserRequest.setProtocolFeatures, TestFrontEnd.u64(1 << 20)) == 1)
         // The good queue still works.
         let q = DriverQueue(index: 0, size: 8, ram: ram)
         try client.startQueue(q)
