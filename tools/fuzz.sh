@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds the libFuzzer targets (ZFile header/jump table/tar wrapper, LSMT header/index,
 # configs, layer tar streams applied to ext4, registry JSON/references, trace files, vhost-user
-# messages and descriptor chains) with address sanitizer and runs each for SECONDS (default 30).
+# messages and descriptor chains, gzip indexes) with address sanitizer and runs each for SECONDS (default 30).
 # Seeds are made fresh with the obd CLI; crashes are kept in fuzz-artifacts/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -12,7 +12,7 @@ if [ "$SECONDS_EACH" = "0" ]; then
 fi
 SCRATCH=.build-fuzz
 export OBD_FUZZ=1
-for t in zfile lsmt config tar registry trace vhost-user; do
+for t in zfile lsmt config tar registry trace vhost-user gzip-index; do
   swift build --scratch-path "$SCRATCH" -c debug --product "fuzz-$t" \
     -Xswiftc -sanitize=fuzzer,address -Xswiftc -parse-as-library 2>&1 | tail -1
 done
@@ -67,8 +67,16 @@ open(sys.argv[1] + "/memtable", "wb").write(msg(5, table, 1) + mem)
 open(sys.argv[1] + "/kick", "wb").write(msg(12, struct.pack("<Q", 1), 1) + mem)
 PY
 
+# Gzip indexes: edits (u16 offset, xor byte) of the fuzz target's own valid index (none,
+# one in the header, one in the entry table), and a bare magic.
+mkdir -p "$WORK/gzip-index"
+printf 'x' > "$WORK/gzip-index/none"
+printf '\x10\x00\x01' > "$WORK/gzip-index/header"
+printf '\xf0\x0f\x40\x00\x02\x80' > "$WORK/gzip-index/body"
+printf 'ddgzidx\0' > "$WORK/gzip-index/magic"
+
 status=0
-for t in zfile lsmt config tar registry trace vhost-user; do
+for t in zfile lsmt config tar registry trace vhost-user gzip-index; do
   echo "== fuzz-$t for ${SECONDS_EACH}s"
   if ! "$BIN/fuzz-$t" -max_total_time="$SECONDS_EACH" -max_len=16384 -timeout=10 -rss_limit_mb=4096 \
        -artifact_prefix=fuzz-artifacts/ -print_final_stats=1 "$WORK/$t" 2>"$WORK/$t.log"; then

@@ -14,6 +14,9 @@ let plain: [UInt8] = {
 }()
 let blob = MemoryFile(bytes: gzipMember(Array(plain[0..<300_000])) + gzipMember(Array(plain[300_000...])), name: "blob.gz", writable: false)
 
+/// A valid index of the blob (span 64 KiB): inputs without the magic are edits of it.
+let validIndex: [UInt8] = try! GzipIndexWriter.build(gzip: blob, options: .init(span: 65536))
+
 /// One gzip member of `data` (zlib, level 6).
 func gzipMember(_ data: [UInt8]) -> [UInt8] {
     var s = z_stream()
@@ -33,13 +36,24 @@ func gzipMember(_ data: [UInt8]) -> [UInt8] {
     return Array(out[0..<n])
 }
 
-/// libFuzzer entry: the bytes are a gzip index file. Parsing must either fail with a
+/// libFuzzer entry: the bytes are a gzip index file, or (without the magic) a list of
+/// 3-byte edits (u16 offset, xor value) applied to a valid index of the blob. Parsing must either fail with a
 /// GzipError or give an index whose invariants hold; opened against the blob, every read
 /// either fails with an error or returns exactly the blob's uncompressed bytes. Nothing
 /// may crash or hang. Seeds: valid indexes of the blob (tools/fuzz.sh).
 @_cdecl("LLVMFuzzerTestOneInput")
 public func fuzz(_ data: UnsafePointer<UInt8>, _ size: Int) -> Int32 {
-    var bytes = Array(UnsafeBufferPointer(start: data, count: size))
+    let input = Array(UnsafeBufferPointer(start: data, count: size))
+    var bytes = input
+    if !input.starts(with: Array("ddgzidx".utf8)) {
+        bytes = validIndex
+        var k = 0
+        while k + 3 <= input.count {
+            let at = (Int(input[k]) | Int(input[k + 1]) << 8) % bytes.count
+            bytes[at] ^= input[k + 2]
+            k += 3
+        }
+    }
     check(bytes)
     // Random bytes rarely carry a valid header CRC: also try them with the CRC fixed up.
     if bytes.count >= 333 {
