@@ -89,6 +89,30 @@ for t in "${tests[@]}"; do
       grep -aoE "GUEST-.*" "$W/vh-reconnect.out" | sed "s/^/reconnect: /" || true
       grep -q "front-end connected" "$W/vh2.log" || { echo "vm-test: FAIL: vhost reconnect: QEMU did not reconnect"; status=1; }
       grep -aq GUEST-VHOST-OK "$W/vh-reconnect.out" || { tail -30 "$W/vh-reconnect.out"; cat "$W/vh2.log"; echo "vm-test: FAIL: vhost reconnect"; status=1; }
+      # Restart under load: obd SIGKILLed while fio writes (libaio, depth 16) with verification
+      # to a fresh writable disk; restarted, QEMU reconnects (in-flight area handed over) and
+      # fio must finish with no error and no verification failure.
+      rm -f "$W/upper_data" "$W/upper_index" "$W/result" "$W/vh.sock" "$W/phase1" "$W/phase2"
+      "$OBD" create "$W/upper_data" "$W/upper_index" 0
+      "$OBD" serve vhost-user "$W/rw.json" --socket "$W/vh.sock" --queues 2 2> "$W/vh.log" &
+      spid=$!
+      for _ in $(seq 100); do grep -q serving "$W/vh.log" && break; sleep 0.1; done
+      (VM_LOG=$W/console-vhost-fio.log VM_MEM=512 VM_EXTRA="-object memory-backend-memfd,id=mem,size=512M,share=on \
+         -numa node,memdev=mem -chardev socket,id=vhc,path=$W/vh.sock,reconnect=1 -device vhost-user-blk-pci,chardev=vhc,num-queues=2" \
+         tools/vm/run.sh tools/vm/guest-vhost.sh fio "$W" > "$W/vh-fio.out" 2>&1 || true) &
+      vpid=$!
+      for _ in $(seq 1200); do [ -f "$W/phase1" ] && break; sleep 0.1; done
+      kill -KILL "$spid"; wait "$spid" 2>/dev/null || true
+      "$OBD" serve vhost-user "$W/rw.json" --socket "$W/vh.sock" --queues 2 2> "$W/vh2.log" &
+      spid=$!
+      for _ in $(seq 100); do grep -q "front-end connected" "$W/vh2.log" && break; sleep 0.1; done
+      touch "$W/phase2"
+      wait "$vpid" || true
+      kill -TERM "$spid"; wait "$spid" || true
+      grep -aoE "GUEST-.*" "$W/vh-fio.out" | sed "s/^/fio restart: /" || true
+      grep -E "err=" "$W/fio.out" 2>/dev/null | sed "s/^/fio restart: /" || true
+      grep -q "in-flight area .* handed over" "$W/vh2.log" || { echo "vm-test: FAIL: vhost fio restart: no in-flight area after the reconnect"; status=1; }
+      grep -aq GUEST-VHOST-OK "$W/vh-fio.out" || { tail -30 "$W/vh-fio.out"; cat "$W/vh2.log"; echo "vm-test: FAIL: vhost fio restart"; status=1; }
       ;;
     tcmu)
       rm -f "$W"/result*

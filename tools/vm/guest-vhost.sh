@@ -3,10 +3,25 @@
 # rw: also write a file, remount and read it back; check: the file of an earlier rw boot is there;
 # reconnect: after the first hashes, write DIR/phase1 and wait for DIR/phase2 (the host restarts
 # obd in between and QEMU reconnects), then drop the caches and hash again.
+# fio: writes and verifies the raw disk with fio (libaio, queue depth 16), writing DIR/phase1
+# once it runs, while the host kills and restarts obd; fio must finish with no error.
 set -u
+fail() { echo "GUEST-FAIL: $*"; exit 1; }
 MODE=${1:-ro}
 DIR=${2:-}
-fail() { echo "GUEST-FAIL: $*"; exit 1; }
+if [ "$MODE" = fio ]; then
+  modprobe virtio_blk || true
+  for _ in $(seq 50); do [ -b /dev/vda ] && break; sleep 0.2; done
+  [ -b /dev/vda ] || fail "no /dev/vda"
+  ( sleep 2; touch "$DIR/phase1" ) &
+  fio --name=verify --filename=/dev/vda --direct=1 --ioengine=libaio --iodepth=16 --rw=randwrite --bs=4k \
+      --size=128M --verify=crc32c --verify_fatal=1 --do_verify=1 --randrepeat=1 --output="$DIR/fio.out" \
+      || { cat "$DIR/fio.out"; fail "fio"; }
+  grep -q "err= 0" "$DIR/fio.out" || { cat "$DIR/fio.out"; fail "fio reported errors"; }
+  [ -f "$DIR/phase2" ] || fail "fio finished before the back-end was restarted"
+  echo "GUEST-VHOST-OK"
+  exit 0
+fi
 modprobe virtio_blk || true
 modprobe ext4 || true
 for _ in $(seq 50); do [ -b /dev/vda ] && break; sleep 0.2; done
