@@ -9,6 +9,7 @@ let package = Package(
         .executable(name: "obd-tcmu", targets: ["obd-tcmu"]),
         .library(name: "Threading", targets: ["Threading"]),
         .library(name: "BlockIO", targets: ["BlockIO"]),
+        .library(name: "Hashing", targets: ["Hashing"]),
         .library(name: "ZFile", targets: ["ZFile"]),
         .library(name: "LSMT", targets: ["LSMT"]),
         .library(name: "Image", targets: ["Image"]),
@@ -42,12 +43,13 @@ let package = Package(
         // Floor 0: the concurrency toolkit and the file protocol.
         .target(name: "Threading"),
         .target(name: "BlockIO", dependencies: ["Threading", "CAIO"]),
+        // SHA-256 of bytes and of BlockFiles, as the lowercase hex of OCI digests.
+        .target(name: "Hashing", dependencies: ["BlockIO", .product(name: "Crypto", package: "swift-crypto")]),
         // Floor 1: formats.
         .target(name: "ZFile", dependencies: ["Threading", "BlockIO", "CLZ4", "CZstd", "CISAL"]),
         .target(name: "LSMT", dependencies: ["Threading", "BlockIO"]),
         .target(name: "Registry", dependencies: [
-            "Threading", "BlockIO", "CCurl", .product(name: "CoreMetrics", package: "swift-metrics"),
-            .product(name: "Crypto", package: "swift-crypto"),
+            "Threading", "BlockIO", "Hashing", "CCurl", .product(name: "CoreMetrics", package: "swift-metrics"),
         ]),
         .target(name: "BlockCache", dependencies: ["Threading", "BlockIO", .product(name: "CoreMetrics", package: "swift-metrics")]),
         .target(name: "Trace", dependencies: ["Threading", "BlockIO", "CISAL"]),
@@ -57,7 +59,7 @@ let package = Package(
         .target(name: "Ext4", dependencies: ["BlockIO", "CExt2fs", .product(name: "Crypto", package: "swift-crypto")]),
         // Floor 2: assembly.
         .target(name: "Image", dependencies: [
-            "Threading", "BlockIO", "ZFile", "LSMT", "Registry", "BlockCache", "Trace", "Ext4",
+            "Threading", "BlockIO", "Hashing", "ZFile", "LSMT", "Registry", "BlockCache", "Trace", "Ext4",
             .product(name: "CoreMetrics", package: "swift-metrics"),
         ]),
         // Floor 3: frontends.
@@ -65,7 +67,7 @@ let package = Package(
         .target(name: "VhostUser", dependencies: ["Threading", "BlockIO", "CEventFD"]),
         .target(name: "TCMU", dependencies: ["Threading", "BlockIO", "Image", "CNL"]),
         .target(name: "Convert", dependencies: [
-            "Threading", "BlockIO", "LSMT", "ZFile", "Image", "Registry", "Ext4", "Trace", "CExt2fs", "CArchive",
+            "Threading", "BlockIO", "Hashing", "LSMT", "ZFile", "Image", "Registry", "Ext4", "Trace", "CExt2fs", "CArchive",
         ]),
         .target(name: "MetricsExporter", dependencies: [
             "Threading", "BlockIO", .product(name: "CoreMetrics", package: "swift-metrics"),
@@ -73,7 +75,7 @@ let package = Package(
         ]),
         // Floor 4: entry points.
         .executableTarget(name: "obd", dependencies: [
-            "Threading", "BlockIO", "ZFile", "LSMT", "Image", "NBD", "VhostUser", "Registry", "BlockCache", "MetricsExporter", "Convert", "Trace", "Ext4",
+            "Threading", "BlockIO", "Hashing", "ZFile", "LSMT", "Image", "NBD", "VhostUser", "Registry", "BlockCache", "MetricsExporter", "Convert", "Trace", "Ext4",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
         .executableTarget(name: "obd-tcmu", dependencies: [

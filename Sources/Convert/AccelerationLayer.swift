@@ -17,13 +17,13 @@ import Trace
 /// history entry `{created, created_by: "Acceleration Layer"}` put first (as ACI's
 /// `createImageWithAccelLayer` does) and `created` set to the same time.
 public enum AccelerationLayer {
-    public static let mediaType = "application/vnd.oci.image.layer.v1.tar"
+    public static let mediaType = MediaType.ociLayerTar
     /// The same uncompressed tar in a docker v2 manifest.
-    public static let dockerMediaType = "application/vnd.docker.image.rootfs.diff.tar"
+    public static let dockerMediaType = MediaType.dockerLayerTar
 
     /// The layer's media type in a manifest of `manifestType`.
     public static func mediaType(inManifest manifestType: String?) -> String {
-        manifestType == "application/vnd.docker.distribution.manifest.v2+json" ? dockerMediaType : mediaType
+        manifestType == MediaType.dockerManifest ? dockerMediaType : mediaType
     }
     public static let annotation = "containerd.io/snapshot/overlaybd/acceleration-layer"
     public static let blobDigestKey = "containerd.io/snapshot/overlaybd/blob-digest"
@@ -155,5 +155,5 @@ public enum AccelerationLayer {
     }
 
     /// `sha256:<hex>` of bytes.
-    static func digest(_ bytes: [UInt8]) -> String { "sha256:" + SHA256Hex.of(bytes) }
+    static func digest(_ bytes: [UInt8]) -> String { Digest.sha256(of: bytes).description }
 }

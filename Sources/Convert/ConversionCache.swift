@@ -1,5 +1,6 @@
 import BlockIO
 import Glibc
+import Hashing
 import Registry
 
 /// Layer reuse across conversions: converted layer blobs kept by the key "<options

@@ -2,6 +2,7 @@ import BlockIO
 import Ext4
 import FoundationEssentials
 import Glibc
+import Hashing
 import Image
 import LSMT
 import Registry
@@ -126,16 +127,16 @@ public final class Converter: @unchecked Sendable {
                 guard let b = built[i] else { continue }
                 var entry = child
                 entry["mediaType"] = .string(b.mediaType)
-                entry["digest"] = .string("sha256:" + SHA256Hex.of(b.manifest))
+                entry["digest"] = .string(Digest.sha256(of: b.manifest).description)
                 entry["size"] = .int(Int64(b.manifest.count))
                 entries.append(entry)
                 uploads.append(b)
             }
             var index = rootJSON
             index["manifests"] = .array(entries)
-            if options.oci { index["mediaType"] = .string("application/vnd.oci.image.index.v1+json") }
+            if options.oci { index["mediaType"] = .string(MediaType.ociIndex) }
             rootBytes = try index.bytes()
-            rootType = index["mediaType"]?.string ?? "application/vnd.oci.image.index.v1+json"
+            rootType = index["mediaType"]?.string ?? MediaType.ociIndex
             if options.dumpManifest { try writeAll(options.workdir + "/index.json", rootBytes) }
         } else {
             let b = try convertManifest(root.bytes, name: "manifest")
@@ -161,7 +162,7 @@ public final class Converter: @unchecked Sendable {
                         }
                     }
                 }
-                let configDigest = "sha256:" + SHA256Hex.of(b.config)
+                let configDigest = Digest.sha256(of: b.config).description
                 let cfgPath = options.workdir + "/config-" + configDigest.suffix(64)
                 try writeAll(cfgPath, b.config)
                 _ = try target.putBlob(configDigest, file: LocalFile(path: cfgPath), mountFrom: nil)
@@ -170,9 +171,9 @@ public final class Converter: @unchecked Sendable {
             }
             try target.putManifest(rootBytes, mediaType: rootType, tag: tag)
         }
-        report.rootDigest = "sha256:" + SHA256Hex.of(rootBytes)
+        report.rootDigest = Digest.sha256(of: rootBytes).description
         report.rootMediaType = rootType
-        report.manifests = uploads.map { "sha256:" + SHA256Hex.of($0.manifest) }
+        report.manifests = uploads.map { Digest.sha256(of: $0.manifest).description }
         if !options.reserve { removeTree(options.workdir + "/layers") }
         progress(ConvertEvent(manifest: "", layer: 0, layers: 0, stage: .done, detail: report.rootDigest))
         return report
@@ -216,9 +217,9 @@ public final class Converter: @unchecked Sendable {
         lock.run { report.layerDigests += outputs.map(\.digest) }
         // Config: diff IDs are the layer digests (uncompressed tar media type); history kept.
         config["rootfs"]?["diff_ids"] = .array(outputs.map { .string($0.digest) })
-        let layerType = options.oci ? "application/vnd.oci.image.layer.v1.tar" : "application/vnd.docker.image.rootfs.diff.tar"
+        let layerType = options.oci ? MediaType.ociLayerTar : MediaType.dockerLayerTar
         var manifest = m
-        let manifestType = options.oci ? "application/vnd.oci.image.manifest.v1+json" : "application/vnd.docker.distribution.manifest.v2+json"
+        let manifestType = options.oci ? MediaType.ociManifest : MediaType.dockerManifest
         manifest["mediaType"] = .string(manifestType)
         manifest["layers"] = .array(outputs.map { o in
             .object(["mediaType": .string(layerType), "digest": .string(o.digest), "size": .int(Int64(o.size)),
@@ -241,8 +242,8 @@ public final class Converter: @unchecked Sendable {
         }
         let configBytes = try config.bytes()
         manifest["config"] = .object([
-            "mediaType": .string(options.oci ? "application/vnd.oci.image.config.v1+json" : "application/vnd.docker.container.image.v1+json"),
-            "digest": .string("sha256:" + SHA256Hex.of(configBytes)), "size": .int(Int64(configBytes.count)),
+            "mediaType": .string(options.oci ? MediaType.ociConfig : MediaType.dockerConfig),
+            "digest": .string(Digest.sha256(of: configBytes).description), "size": .int(Int64(configBytes.count)),
         ])
         let manifestBytes = try manifest.bytes()
         if options.dumpManifest {
@@ -257,7 +258,7 @@ public final class Converter: @unchecked Sendable {
                     dir: String, name: String) throws -> (digest: String, path: String, size: UInt64) {
         removeTree(dir)
         makeDirectories(dir)
-        func fail(_ e: any Error) -> ConvertError { .layer(index: i, digest: descriptor.digest, detail: "\(e)") }
+        func fail(_ e: any Error) -> ConvertError { .layer(index: i, digest: descriptor.digest, cause: UnderlyingError(e)) }
         progress(ConvertEvent(manifest: name, layer: i, layers: n, stage: .download, detail: descriptor.digest))
         let blob: any BlockFile
         do { blob = try source.layer(descriptor, scratch: dir) } catch { throw fail(error) }
@@ -276,8 +277,6 @@ public final class Converter: @unchecked Sendable {
                 throw ConvertError.source("the blob's sha256 is \(result.digest), not its digest \(descriptor.digest)")
             }
             try fs.close()
-        } catch let e as ConvertError {
-            throw ConvertError.layer(index: i, digest: descriptor.digest, detail: e.description.replacingPrefix("source: "))
         } catch {
             throw fail(error)
         }
@@ -320,7 +319,7 @@ public enum ChainID {
         var out: [String] = []
         for d in diffIDs {
             if let prev = out.last {
-                out.append("sha256:" + SHA256Hex.of(Array((prev + " " + d).utf8)))
+                out.append(Digest.sha256(of: Array((prev + " " + d).utf8)).description)
             } else {
                 out.append(d)
             }
@@ -355,8 +354,4 @@ func removeTree(_ path: String) {
     }
     closedir(d)
     rmdir(path)
-}
-
-extension String {
-    func replacingPrefix(_ p: String) -> String { hasPrefix(p) ? String(dropFirst(p.count)) : self }
 }

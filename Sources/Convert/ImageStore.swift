@@ -93,7 +93,7 @@ public struct LayoutStore: ImageSource, ImageTarget {
 
     public func small(_ digest: String) throws -> [UInt8] {
         let bytes = try readAll(blobPath(digest))
-        guard "sha256:" + SHA256Hex.of(bytes) == digest else { throw ConvertError.source("oci:\(path): blob \(digest) does not match its digest") }
+        guard Digest.sha256(of: bytes).description == digest else { throw ConvertError.source("oci:\(path): blob \(digest) does not match its digest") }
         return bytes
     }
 
@@ -123,7 +123,7 @@ public struct LayoutStore: ImageSource, ImageTarget {
 
     public func putManifest(_ bytes: [UInt8], mediaType: String, tag: String?) throws {
         makeDirectories(path + "/blobs/sha256")
-        let digest = "sha256:" + SHA256Hex.of(bytes)
+        let digest = Digest.sha256(of: bytes).description
         try writeAll(blobPath(digest), bytes)
         guard let tag else { return }
         try writeAll(path + "/oci-layout", Array(#"{"imageLayoutVersion":"1.0.0"}"#.utf8))
@@ -134,7 +134,7 @@ public struct LayoutStore: ImageSource, ImageTarget {
         }
         manifests.append(.object(["mediaType": .string(mediaType), "digest": .string(digest), "size": .int(Int64(bytes.count)),
                                   "annotations": .object(["org.opencontainers.image.ref.name": .string(tag)])]))
-        let index = JSONValue.object(["schemaVersion": .int(2), "mediaType": .string("application/vnd.oci.image.index.v1+json"),
+        let index = JSONValue.object(["schemaVersion": .int(2), "mediaType": .string(MediaType.ociIndex),
                                       "manifests": .array(manifests)])
         try writeAll(path + "/index.json", try index.bytes())
     }
@@ -158,7 +158,7 @@ public struct RegistryStore: ImageSource, ImageTarget {
 
     public func root() throws -> (bytes: [UInt8], mediaType: String) {
         let m = try client.manifest(repository: reference.repository, reference: reference.reference)
-        if let d = reference.digest, "sha256:" + SHA256Hex.of(m.bytes) != d {
+        if let d = reference.digest, Digest.sha256(of: m.bytes).description != d {
             throw ConvertError.source("\(reference): manifest does not match its digest")
         }
         return (m.bytes, m.mediaType)
@@ -166,7 +166,7 @@ public struct RegistryStore: ImageSource, ImageTarget {
 
     public func manifest(_ digest: String) throws -> [UInt8] {
         let m = try client.manifest(repository: reference.repository, reference: digest)
-        guard "sha256:" + SHA256Hex.of(m.bytes) == digest else { throw ConvertError.source("\(reference): manifest \(digest) does not match its digest") }
+        guard Digest.sha256(of: m.bytes).description == digest else { throw ConvertError.source("\(reference): manifest \(digest) does not match its digest") }
         return m.bytes
     }
 
@@ -205,7 +205,7 @@ public struct RegistryStore: ImageSource, ImageTarget {
     }
 
     public func putManifest(_ bytes: [UInt8], mediaType: String, tag: String?) throws {
-        try client.pushManifest(repository: reference.repository, reference: tag ?? ("sha256:" + SHA256Hex.of(bytes)),
+        try client.pushManifest(repository: reference.repository, reference: tag ?? Digest.sha256(of: bytes).description,
                                 bytes: bytes, mediaType: mediaType)
     }
 }
@@ -213,14 +213,17 @@ public struct RegistryStore: ImageSource, ImageTarget {
 public enum ConvertError: Error, CustomStringConvertible, Equatable {
     case source(String)
     case target(String)
-    case layer(index: Int, digest: String, detail: String)
+    /// Building a layer failed; `cause` is the error that stopped it.
+    case layer(index: Int, digest: String, cause: UnderlyingError)
     case options(String)
 
     public var description: String {
         switch self {
         case let .source(d): return "source: \(d)"
         case let .target(d): return "target: \(d)"
-        case let .layer(i, digest, d): return "layer \(i) (\(digest)): \(d)"
+        case let .layer(i, digest, cause):
+            if case let .source(d)? = cause.error as? ConvertError { return "layer \(i) (\(digest)): \(d)" }
+            return "layer \(i) (\(digest)): \(cause)"
         case let .options(d): return d
         }
     }

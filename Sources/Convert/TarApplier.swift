@@ -3,6 +3,7 @@ import CArchive
 import CExt2fs
 import Ext4
 import Glibc
+import Hashing
 import Registry
 
 /// Applies one OCI layer (tar, tar.gz or tar.zst; read with libarchive) to the ext4

@@ -90,7 +90,7 @@ public final class TraceAttacher: Sendable {
                 let b = try attach(try source.manifest(d), name: "manifest \(d)", layer: (digest, UInt64(blob.count)))
                 var entry = child
                 entry["mediaType"] = .string(b.mediaType)
-                entry["digest"] = .string("sha256:" + SHA256Hex.of(b.manifest))
+                entry["digest"] = .string(Digest.sha256(of: b.manifest).description)
                 entry["size"] = .int(Int64(b.manifest.count))
                 entries.append(entry)
                 built.append(b)
@@ -98,7 +98,7 @@ public final class TraceAttacher: Sendable {
             var index = rootJSON
             index["manifests"] = .array(entries)
             rootBytes = try index.bytes()
-            rootType = type.isEmpty ? "application/vnd.oci.image.index.v1+json" : type
+            rootType = type.isEmpty ? MediaType.ociIndex : type
         } else {
             let b = try attach(root.bytes, name: "\(source.repositoryName ?? "source") manifest", layer: (digest, UInt64(blob.count)))
             built.append(b)
@@ -131,7 +131,7 @@ public final class TraceAttacher: Sendable {
                     if file.name.hasPrefix(scratch) { unlink(file.name) }
                 }
             }
-            let configDigest = "sha256:" + SHA256Hex.of(b.config)
+            let configDigest = Digest.sha256(of: b.config).description
             let cfgPath = workdir + "/config-" + configDigest.suffix(64)
             try writeAll(cfgPath, b.config)
             count(try target.putBlob(configDigest, file: LocalFile(path: cfgPath), mountFrom: nil))
@@ -140,9 +140,9 @@ public final class TraceAttacher: Sendable {
         }
         try target.putManifest(rootBytes, mediaType: rootType, tag: tag)
         removeTree(workdir + "/layers")
-        report.rootDigest = "sha256:" + SHA256Hex.of(rootBytes)
+        report.rootDigest = Digest.sha256(of: rootBytes).description
         report.rootMediaType = rootType
-        report.manifests = built.map { "sha256:" + SHA256Hex.of($0.manifest) }
+        report.manifests = built.map { Digest.sha256(of: $0.manifest).description }
         return report
     }
 
@@ -156,9 +156,9 @@ public final class TraceAttacher: Sendable {
         try AccelerationLayer.append(manifest: &m, config: &config, digest: layer.digest, size: layer.size,
                                      created: created, manifestName: name)
         let configBytes = try config.bytes()
-        m["config"]?["digest"] = .string("sha256:" + SHA256Hex.of(configBytes))
+        m["config"]?["digest"] = .string(Digest.sha256(of: configBytes).description)
         m["config"]?["size"] = .int(Int64(configBytes.count))
-        let type = m["mediaType"]?.string ?? "application/vnd.oci.image.manifest.v1+json"
+        let type = m["mediaType"]?.string ?? MediaType.ociManifest
         var descriptors: [Descriptor] = []
         for (i, l) in layers.enumerated() {
             guard let d = l["digest"]?.string, let s = l["size"]?.int, s >= 0 else {

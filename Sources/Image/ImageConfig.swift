@@ -1,4 +1,5 @@
 import FoundationEssentials
+import Registry
 
 /// A per-image `config.v1.json`, with overlaybd's field names and meanings.
 /// Paths inside it may be relative to the config file's folder.
@@ -112,7 +113,7 @@ public struct ImageConfig: Sendable, Equatable {
             if l.file.isEmpty && l.dir.isEmpty && l.digest.isEmpty {
                 throw ImageError.config(path: path, detail: "lowers[\(i)]: needs 'file', 'dir' or 'digest'")
             }
-            if !l.digest.isEmpty && !RemoteLayer.isSHA256(l.digest) {
+            if !l.digest.isEmpty && !Digest.isSHA256(l.digest) {
                 throw ImageError.config(path: path, detail: "lowers[\(i)]: 'digest' '\(l.digest)' is not sha256:<64 lowercase hex>")
             }
         }

@@ -28,11 +28,6 @@ public final class RemoteLayer: Sendable {
 
     /// Whether reads already go to a verified local copy.
     public var isLocal: Bool { file.isLocal }
-
-    /// `sha256:` + 64 lowercase hex digits.
-    public static func isSHA256(_ d: String) -> Bool {
-        d.hasPrefix("sha256:") && d.utf8.count == 71 && d.utf8.dropFirst(7).allSatisfy { ($0 >= 0x30 && $0 <= 0x39) || ($0 >= 0x61 && $0 <= 0x66) }
-    }
 }
 
 /// Where an image's remote lowers come from: one registry client per repository URL

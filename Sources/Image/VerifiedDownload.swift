@@ -1,5 +1,6 @@
 import BlockIO
 import Glibc
+import Hashing
 import Registry
 
 /// A blob downloaded into a local file that becomes visible under its final name only

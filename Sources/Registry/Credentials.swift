@@ -1,3 +1,4 @@
+import BlockIO
 import FoundationEssentials
 import Glibc
 import Synchronization
@@ -56,10 +57,10 @@ public struct CredentialStore: Sendable, Equatable {
         guard let data = FileBytes.read(path) else {
             // Only a missing file means anonymous; one that cannot be read is an error.
             if errno == ENOENT { return CredentialStore() }
-            throw RegistryError.badCredentials(path: path + " (" + String(cString: strerror(errno)) + ")")
+            throw RegistryError.badCredentials(path: path, cause: UnderlyingError(BlockIOError.open(path: path, errno: errno)))
         }
         do { return try parse(Data(data)) } catch {
-            throw RegistryError.badCredentials(path: path)
+            throw RegistryError.badCredentials(path: path, cause: UnderlyingError(error))
         }
     }
 

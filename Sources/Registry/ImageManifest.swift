@@ -29,9 +29,7 @@ public struct ImageManifest: Sendable, Equatable {
     public var layers: [Descriptor]
     public var bytes: [UInt8]
 
-    public static let indexTypes: Set<String> = [
-        "application/vnd.oci.image.index.v1+json", "application/vnd.docker.distribution.manifest.list.v2+json",
-    ]
+    public static let indexTypes = MediaType.indexTypes
 
     /// The platform this process runs on, in OCI terms.
     public static var hostPlatform: (os: String, architecture: String) {
@@ -61,7 +59,7 @@ extension RegistryClient {
         for _ in 0..<2 {
             let url = base + repository + "/manifests/" + ref
             let m = try manifest(repository: repository, reference: ref)
-            if ImageReference.isDigest(ref), ref.hasPrefix("sha256:"), "sha256:" + SHA256Hex.of(m.bytes) != ref {
+            if let d = try? Digest(parsing: ref), !d.matches(m.bytes) {
                 throw RegistryError.badResponse(url: url, detail: "manifest bytes do not match the digest \(ref)")
             }
             let raw: Raw
@@ -83,7 +81,7 @@ extension RegistryClient {
             guard let config = raw.config, let layers = raw.layers else {
                 throw RegistryError.badResponse(url: url, detail: "not an image manifest (no config/layers)")
             }
-            return ImageManifest(digest: m.digest ?? (ImageReference.isDigest(ref) ? ref : nil), mediaType: type,
+            return ImageManifest(digest: m.digest ?? (Digest.isWellFormed(ref) ? ref : nil), mediaType: type,
                                  config: config, layers: layers, bytes: m.bytes)
         }
         throw RegistryError.badResponse(url: repository, detail: "an index inside an index")

@@ -23,7 +23,7 @@ public struct ImageReference: Equatable, Sendable, CustomStringConvertible {
         if let at = rest.firstIndex(of: "@") {
             digest = String(rest[rest.index(after: at)...])
             rest = rest[..<at]
-            guard let d = digest, ImageReference.isDigest(d) else { throw RegistryError.invalidReference(text) }
+            guard let d = digest, Digest.isWellFormed(d) else { throw RegistryError.invalidReference(text) }
         }
         var host = "docker.io"
         if let slash = rest.firstIndex(of: "/") {
@@ -52,14 +52,6 @@ public struct ImageReference: Equatable, Sendable, CustomStringConvertible {
         }
         if tag == nil && digest == nil { tag = "latest" }
         self.init(host: host, repository: repo, tag: tag, digest: digest)
-    }
-
-    /// `sha256:<64 hex>` (or another algorithm with hex).
-    public static func isDigest(_ d: String) -> Bool {
-        guard let colon = d.firstIndex(of: ":") else { return false }
-        let alg = d[..<colon], hex = d[d.index(after: colon)...]
-        return !alg.isEmpty && !hex.isEmpty && hex.allSatisfy { $0.isHexDigit && !$0.isUppercase }
-            && (alg != "sha256" || hex.count == 64)
     }
 
     /// The manifest reference: digest if present, else tag.

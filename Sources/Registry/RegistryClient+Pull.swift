@@ -98,7 +98,7 @@ extension RegistryClient {
         let url = blobURL(repository: repository, digest: digest)
         let r = try send(url: url, repository: repository, followRedirects: true)
         try check(r, url)
-        if digest.hasPrefix("sha256:"), "sha256:" + SHA256Hex.of(r.body) != digest {
+        if digest.hasPrefix("sha256:"), Digest.sha256(of: r.body).description != digest {
             throw RegistryError.badResponse(url: url, detail: "content does not match its digest")
         }
         return r.body

@@ -19,8 +19,7 @@ public final class RegistryClient: @unchecked Sendable {
     public let requestCount = Atomic<Int>(0)
 
     public static let manifestAccept = [
-        "application/vnd.oci.image.manifest.v1+json", "application/vnd.oci.image.index.v1+json",
-        "application/vnd.docker.distribution.manifest.v2+json", "application/vnd.docker.distribution.manifest.list.v2+json",
+        MediaType.ociManifest, MediaType.ociIndex, MediaType.dockerManifest, MediaType.dockerManifestList,
     ].joined(separator: ", ")
 
     public init(host: String, options: RegistryOptions = RegistryOptions()) {

@@ -1,3 +1,5 @@
+import BlockIO
+
 /// Errors of the registry client. Texts for the common failures match overlaybd's
 /// result-file wording ("Authentication failed", "Connection failed"). No message ever
 /// contains a credential or a token.
@@ -9,10 +11,18 @@ public enum RegistryError: Error, CustomStringConvertible, Equatable {
     case notFound(url: String)
     case badResponse(url: String, detail: String)
     case timeout(url: String)
-    case badCredentials(path: String)
+    /// A credential file that cannot be read (`cause`: the file error) or parsed (`cause`:
+    /// the JSON decoder's error).
+    case badCredentials(path: String, cause: UnderlyingError? = nil)
     case tooManyRequests(url: String)
     /// TLS verification failed: not retried (it will not get better).
     case tlsFailed(url: String, detail: String)
+
+    /// The error this one wraps (why a credential file was refused), if any.
+    public var underlying: (any Error)? {
+        if case let .badCredentials(_, cause) = self { return cause?.error }
+        return nil
+    }
 
     /// A failure that may pass if tried again: connection errors, timeouts, 429 and 5xx
     /// (an outage or an overloaded server, not a wrong request or wrong credentials).
@@ -46,9 +56,22 @@ public enum RegistryError: Error, CustomStringConvertible, Equatable {
         case let .notFound(url): return "failed to open remote file \(url): No such file or directory"
         case let .badResponse(url, detail): return "\(url): bad response: \(detail)"
         case let .timeout(url): return "failed to open remote file \(url): Get meta timedout"
-        case let .badCredentials(path): return "credential file \(path): not valid JSON of the form {\"auths\": {...}}"
+        case let .badCredentials(path, cause?) where cause.error is BlockIOError: return "credential file \(path): \(cause)"
+        case let .badCredentials(path, _): return "credential file \(path): not valid JSON of the form {\"auths\": {...}}"
         case let .tooManyRequests(url): return "failed to open remote file \(url): Too many requests"
         case let .tlsFailed(url, detail): return "failed to open remote file \(url): Connection failed (\(detail))"
         }
     }
+}
+
+/// Another module's error kept inside an error of this one, so that callers can still
+/// look at it (`error`); two are equal when they read the same.
+public struct UnderlyingError: Error, Equatable, CustomStringConvertible {
+    public let error: any Error
+
+    public init(_ error: any Error) { self.error = error }
+
+    public var description: String { "\(error)" }
+
+    public static func == (a: UnderlyingError, b: UnderlyingError) -> Bool { a.description == b.description }
 }

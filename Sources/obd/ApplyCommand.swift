@@ -2,6 +2,7 @@ import ArgumentParser
 import BlockIO
 import Convert
 import Ext4
+import Hashing
 import Image
 import Registry
 

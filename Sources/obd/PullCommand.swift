@@ -2,6 +2,7 @@ import ArgumentParser
 import BlockCache
 import BlockIO
 import Glibc
+import Hashing
 import Image
 import Registry
 import Synchronization
@@ -42,7 +43,7 @@ struct PullCommand: ParsableCommand {
                 for l in manifest.layers { print("\(l.digest)\t\(l.size)\t\(l.mediaType)") }
                 return
             }
-            for l in manifest.layers where !RemoteLayer.isSHA256(l.digest) {
+            for l in manifest.layers where !Digest.isSHA256(l.digest) {
                 throw CLIError("layer digest '\(l.digest)' is not sha256:<hex>; cannot verify it")
             }
             let started = monotonicSeconds()
