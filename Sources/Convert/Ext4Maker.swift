@@ -8,7 +8,8 @@ import Glibc
 /// no metadata_csum) and a configuration of our own (never the host's
 /// /etc/mke2fs.conf), then the blocks that hold data are copied into the target.
 /// Every byte is fixed by the inputs: UUID and directory hash seed are given, and the
-/// clock is pinned with E2FSPROGS_FAKE_TIME.
+/// clock is pinned with E2FSPROGS_FAKE_TIME (never 0: libext2fs then takes the real
+/// clock, for the bad-blocks and resize inodes and the backup superblocks too).
 public enum Ext4Maker {
     public static let features = "ext_attr,resize_inode,dir_index,sparse_super2,filetype,extent,64bit,flex_bg,sparse_super,large_file,huge_file,dir_nlink,extra_isize"
 
@@ -32,8 +33,13 @@ public enum Ext4Maker {
     public struct Failure: Error, CustomStringConvertible { public let description: String }
 
     /// Formats `target` (its whole size) with file system `uuid` (also the hash seed),
-    /// dated `epoch`. `scratch` is a folder for the temporary image.
+    /// dated `epoch` (at least 1, as `Ext4Filesystem` dates). `scratch` is a folder for
+    /// the temporary image.
     public static func make(on target: any BlockFile, uuid: String, epoch: Int64, scratch: String) throws {
+        // An image without `created` has epoch 0, and E2FSPROGS_FAKE_TIME=0 means "use
+        // the clock": what stampCreation cannot reach later (inodes 1 and 7, the backup
+        // superblocks, which libext2fs leaves alone once opened) would carry the clock.
+        let epoch = max(epoch, 1)
         let image = scratch + "/mkfs-\(getpid())-\(UInt32.random(in: 0...UInt32.max)).img"
         let conf = image + ".conf"
         defer { unlink(image); unlink(conf) }

@@ -228,8 +228,9 @@ def model(tars):
         print("\t".join(["/" + k, n["type"], "%04o" % n["mode"], str(n["uid"]), str(n["gid"]), size, str(nlink),
                          str(n["mtime"]), n.get("content", ""), " ".join(xs)]))
 
-def oci(out, tars):
-    """An OCI layout tagged v1 with these layer files (tar, .gz, .zst), bottom first."""
+def oci(out, tars, created="2023-11-14T22:13:20Z"):
+    """An OCI layout tagged v1 with these layer files (tar, .gz, .zst), bottom first;
+    the config's `created` is left out when it is None."""
     import gzip, json
     os.makedirs(out + "/blobs/sha256", exist_ok=True)
     def put(b):
@@ -247,8 +248,10 @@ def oci(out, tars):
             raw, mt = b, "application/vnd.oci.image.layer.v1.tar"
         layers.append({"mediaType": mt, "digest": "sha256:" + put(b), "size": len(b)})
         diffs.append("sha256:" + hashlib.sha256(raw).hexdigest())
-    cfg = json.dumps({"architecture": "amd64", "os": "linux", "created": "2023-11-14T22:13:20Z",
-                      "rootfs": {"type": "layers", "diff_ids": diffs}}).encode()
+    cfg = {"architecture": "amd64", "os": "linux", "created": created, "rootfs": {"type": "layers", "diff_ids": diffs}}
+    if created is None:
+        del cfg["created"]
+    cfg = json.dumps(cfg).encode()
     man = json.dumps({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
                       "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": "sha256:" + put(cfg), "size": len(cfg)},
                       "layers": layers}).encode()
@@ -306,6 +309,8 @@ if __name__ == "__main__":
         make(sys.argv[2])
     elif sys.argv[1] == "oci":
         oci(sys.argv[2], sys.argv[3:])
+    elif sys.argv[1] == "oci-undated":
+        oci(sys.argv[2], sys.argv[3:], created=None)
     elif sys.argv[1] == "walk":
         walk(sys.argv[2])
     else:
