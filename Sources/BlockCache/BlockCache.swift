@@ -15,7 +15,7 @@ public final class BlockCache: @unchecked Sendable {
     public let refillSize: Int
     /// Blobs by key: taken to open a blob and to pick eviction victims, never on a read.
     private let files = Mutex<[String: Entry]>([:])
-    private let totals: CacheUsage
+    let totals: CacheUsage
 
     /// One blob's accounting: its cached bytes and LRU stamp as atomics of its own.
     final class Entry: CacheAccounting, @unchecked Sendable {
@@ -24,13 +24,12 @@ public final class BlockCache: @unchecked Sendable {
         weak var file: CachedFile?
         let bytes = Atomic<UInt64>(0)
         let lastUse = Atomic<UInt64>(0)
-        unowned let totals: CacheUsage
         unowned let cache: BlockCache
+        private var totals: CacheUsage { cache.totals }
 
         init(key: String, cache: BlockCache) {
             self.key = key
             self.cache = cache
-            totals = cache.totals
         }
 
         func used() {
@@ -40,7 +39,7 @@ public final class BlockCache: @unchecked Sendable {
 
         func grew(by n: UInt64) {
             bytes.add(n, ordering: .relaxed)
-            totals.add(n)
+            if totals.add(n) { cache.scheduleEviction() }
         }
 
         func dropped() {
@@ -54,7 +53,11 @@ public final class BlockCache: @unchecked Sendable {
         /// Sets the bytes found at open (a map from an earlier run).
         func reset(to n: UInt64) {
             let old = bytes.exchange(n, ordering: .relaxed)
-            if n > old { totals.add(n - old) } else { totals.subtract(old - n) }
+            if n > old {
+                if totals.add(n - old) { cache.scheduleEviction() }
+            } else {
+                totals.subtract(old - n)
+            }
         }
     }
 
@@ -79,8 +82,7 @@ public final class BlockCache: @unchecked Sendable {
         self.directory = directory
         self.capacity = capacity
         self.refillSize = refillSize
-        let evictor = Evictor()
-        totals = CacheUsage(capacity: capacity) { evictor.cache?.scheduleEviction() }
+        totals = CacheUsage(capacity: capacity)
         mkdir(directory, 0o755)
         guard access(directory, W_OK) == 0 else { throw BlockIOError.open(path: directory, errno: errno) }
         // One process per cache folder: another one's evictions and resets would punch out
@@ -104,12 +106,6 @@ public final class BlockCache: @unchecked Sendable {
                 files.withLock { $0[key] = entry }
             }
         }
-        evictor.cache = self
-    }
-
-    /// Reaches the cache from its usage counter without a reference cycle.
-    private final class Evictor: @unchecked Sendable {
-        weak var cache: BlockCache?
     }
 
     deinit { close(lockFD) }

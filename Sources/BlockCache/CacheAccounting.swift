@@ -16,7 +16,7 @@ protocol CacheAccounting: AnyObject, Sendable {
     func settle()
 }
 
-/// The cache's total usage and its eviction trigger, shared by every entry.
+/// The cache's total usage and high-water marks, shared by every entry.
 final class CacheUsage: Sendable {
     let total = Atomic<UInt64>(0)
     /// Above this, eviction is scheduled in the background.
@@ -24,19 +24,17 @@ final class CacheUsage: Sendable {
     /// Above this, the reader whose refill crossed it evicts before it goes on.
     let capacity: UInt64
     private let evictionQueued = Atomic<Bool>(false)
-    private let scheduleEviction: @Sendable () -> Void
 
-    init(capacity: UInt64, scheduleEviction: @escaping @Sendable () -> Void) {
+    init(capacity: UInt64) {
         self.capacity = capacity
         highWater = capacity / 10 * 9
-        self.scheduleEviction = scheduleEviction
     }
 
-    func add(_ bytes: UInt64) {
+    /// Adds `bytes`; true when usage is above the high-water mark and no eviction is
+    /// queued yet (the caller queues one, and `evictionDone` ends it).
+    func add(_ bytes: UInt64) -> Bool {
         let now = total.add(bytes, ordering: .relaxed).newValue
-        if now > highWater && !evictionQueued.exchange(true, ordering: .acquiring) {
-            scheduleEviction()
-        }
+        return now > highWater && !evictionQueued.exchange(true, ordering: .acquiring)
     }
 
     var overCapacity: Bool { total.load(ordering: .relaxed) > capacity }
