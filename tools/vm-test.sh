@@ -28,6 +28,29 @@ printf '{"lowers":[{"file":"%s"},{"file":"%s"},{"file":"new.commit"}]}\n' \
 printf '{"lowers":[{"file":"%s"},{"file":"%s"}],"resultFile":"result-ro"}\n' "$L/l1/layer1.commit.lz4.zfile.tar" "$L/l2/layer2.commit.lz4.zfile" > "$W/ro.json"
 printf '{"lowers":[{"file":"%s"},{"file":"missing.commit"}],"resultFile":"result-bad"}\n' "$L/l1/layer1.commit" > "$W/bad.json"
 
+# vhost_kill_and_restart CONFIG MODE: serves CONFIG over vhost-user, boots the guest in
+# MODE (guest-vhost.sh) with reconnect=1, SIGKILLs obd once the guest says phase1,
+# restarts it, lets the guest go on once QEMU has reconnected, and waits for the guest.
+# Output: $W/vh-MODE.out, the logs $W/vh.log and $W/vh2.log.
+vhost_kill_and_restart() {
+  local config=$1 mode=$2 spid vpid
+  "$OBD" serve vhost-user "$config" --socket "$W/vh.sock" --queues 2 2> "$W/vh.log" &
+  spid=$!
+  for _ in $(seq 100); do grep -q serving "$W/vh.log" && break; sleep 0.1; done
+  (VM_LOG=$W/console-vhost-$mode.log VM_MEM=512 VM_EXTRA="-object memory-backend-memfd,id=mem,size=512M,share=on \
+     -numa node,memdev=mem -chardev socket,id=vhc,path=$W/vh.sock,reconnect=1 -device vhost-user-blk-pci,chardev=vhc,num-queues=2" \
+     tools/vm/run.sh tools/vm/guest-vhost.sh "$mode" "$W" > "$W/vh-$mode.out" 2>&1 || true) &
+  vpid=$!
+  for _ in $(seq 1200); do [ -f "$W/phase1" ] && break; sleep 0.1; done
+  kill -KILL "$spid"; wait "$spid" 2>/dev/null || true
+  "$OBD" serve vhost-user "$config" --socket "$W/vh.sock" --queues 2 2> "$W/vh2.log" &
+  spid=$!
+  for _ in $(seq 100); do grep -q "front-end connected" "$W/vh2.log" && break; sleep 0.1; done
+  touch "$W/phase2"
+  wait "$vpid" || true
+  kill -TERM "$spid"; wait "$spid" || true
+}
+
 tests=("$@")
 [ ${#tests[@]} -gt 0 ] || tests=(nbd virtio vhost tcmu tcmu-crash remote convert boot)
 status=0
@@ -71,21 +94,7 @@ for t in "${tests[@]}"; do
       # Reconnection: obd is SIGKILLed while the guest has the disk mounted and restarted;
       # QEMU (reconnect=1) connects again and the guest reads the disk afresh.
       rm -f "$W/vh.sock" "$W/phase1" "$W/phase2"
-      "$OBD" serve vhost-user "$W/ro.json" --socket "$W/vh.sock" --queues 2 2> "$W/vh.log" &
-      spid=$!
-      for _ in $(seq 100); do grep -q serving "$W/vh.log" && break; sleep 0.1; done
-      (VM_LOG=$W/console-vhost-reconnect.log VM_MEM=512 VM_EXTRA="-object memory-backend-memfd,id=mem,size=512M,share=on \
-         -numa node,memdev=mem -chardev socket,id=vhc,path=$W/vh.sock,reconnect=1 -device vhost-user-blk-pci,chardev=vhc,num-queues=2" \
-         tools/vm/run.sh tools/vm/guest-vhost.sh reconnect "$W" > "$W/vh-reconnect.out" 2>&1 || true) &
-      vpid=$!
-      for _ in $(seq 1200); do [ -f "$W/phase1" ] && break; sleep 0.1; done
-      kill -KILL "$spid"; wait "$spid" 2>/dev/null || true
-      "$OBD" serve vhost-user "$W/ro.json" --socket "$W/vh.sock" --queues 2 2> "$W/vh2.log" &
-      spid=$!
-      for _ in $(seq 100); do grep -q "front-end connected" "$W/vh2.log" && break; sleep 0.1; done
-      touch "$W/phase2"
-      wait "$vpid" || true
-      kill -TERM "$spid"; wait "$spid" || true
+      vhost_kill_and_restart "$W/ro.json" reconnect
       grep -aoE "GUEST-.*" "$W/vh-reconnect.out" | sed "s/^/reconnect: /" || true
       grep -q "front-end connected" "$W/vh2.log" || { echo "vm-test: FAIL: vhost reconnect: QEMU did not reconnect"; status=1; }
       grep -aq GUEST-VHOST-OK "$W/vh-reconnect.out" || { tail -30 "$W/vh-reconnect.out"; cat "$W/vh2.log"; echo "vm-test: FAIL: vhost reconnect"; status=1; }
@@ -94,21 +103,7 @@ for t in "${tests[@]}"; do
       # fio must finish with no error and no verification failure.
       rm -f "$W/upper_data" "$W/upper_index" "$W/result" "$W/vh.sock" "$W/phase1" "$W/phase2"
       "$OBD" create "$W/upper_data" "$W/upper_index" 0
-      "$OBD" serve vhost-user "$W/rw.json" --socket "$W/vh.sock" --queues 2 2> "$W/vh.log" &
-      spid=$!
-      for _ in $(seq 100); do grep -q serving "$W/vh.log" && break; sleep 0.1; done
-      (VM_LOG=$W/console-vhost-fio.log VM_MEM=512 VM_EXTRA="-object memory-backend-memfd,id=mem,size=512M,share=on \
-         -numa node,memdev=mem -chardev socket,id=vhc,path=$W/vh.sock,reconnect=1 -device vhost-user-blk-pci,chardev=vhc,num-queues=2" \
-         tools/vm/run.sh tools/vm/guest-vhost.sh fio "$W" > "$W/vh-fio.out" 2>&1 || true) &
-      vpid=$!
-      for _ in $(seq 1200); do [ -f "$W/phase1" ] && break; sleep 0.1; done
-      kill -KILL "$spid"; wait "$spid" 2>/dev/null || true
-      "$OBD" serve vhost-user "$W/rw.json" --socket "$W/vh.sock" --queues 2 2> "$W/vh2.log" &
-      spid=$!
-      for _ in $(seq 100); do grep -q "front-end connected" "$W/vh2.log" && break; sleep 0.1; done
-      touch "$W/phase2"
-      wait "$vpid" || true
-      kill -TERM "$spid"; wait "$spid" || true
+      vhost_kill_and_restart "$W/rw.json" fio
       grep -aoE "GUEST-.*" "$W/vh-fio.out" | sed "s/^/fio restart: /" || true
       grep -E "err=" "$W/fio.out" 2>/dev/null | sed "s/^/fio restart: /" || true
       grep -q "in-flight area .* handed over" "$W/vh2.log" || { echo "vm-test: FAIL: vhost fio restart: no in-flight area after the reconnect"; status=1; }
