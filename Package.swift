@@ -67,7 +67,7 @@ let package = Package(
         .target(name: "VhostUser", dependencies: ["Threading", "BlockIO", "CEventFD"]),
         .target(name: "TCMU", dependencies: ["Threading", "BlockIO", "Image", "CNL"]),
         .target(name: "Convert", dependencies: [
-            "Threading", "BlockIO", "Hashing", "LSMT", "ZFile", "Image", "Registry", "Ext4", "Trace", "CExt2fs", "CArchive",
+            "Threading", "BlockIO", "Hashing", "LSMT", "ZFile", "Image", "Registry", "Ext4", "Trace", "Gzip", "CExt2fs", "CArchive",
         ]),
         .target(name: "MetricsExporter", dependencies: [
             "Threading", "BlockIO", .product(name: "CoreMetrics", package: "swift-metrics"),
@@ -108,7 +108,7 @@ let package = Package(
         .testTarget(name: "NBDTests", dependencies: ["NBD", "LSMT", "Threading", "BlockIO", "TestSupport"]),
         .testTarget(name: "VhostUserTests", dependencies: ["VhostUser", "Threading", "BlockIO", "CEventFD"]),
         .testTarget(name: "CLITests", dependencies: ["Threading", "BlockIO", "Trace", "TestSupport"]),
-        .testTarget(name: "ConvertTests", dependencies: ["Convert", "LSMT", "ZFile", "Threading", "BlockIO", "Registry", "Image", "Ext4", "Trace", "TestSupport"],
+        .testTarget(name: "ConvertTests", dependencies: ["Convert", "LSMT", "ZFile", "Threading", "BlockIO", "Registry", "Image", "Ext4", "Trace", "Gzip", "TestSupport"],
                     exclude: ["Fixtures"]),
     ],
     swiftLanguageModes: [.v6]

@@ -165,6 +165,46 @@ extension Ext4Filesystem {
     /// bytes; `fill` writes its data (holes stay unallocated).
     public func makeFile(in dir: ext2_ino_t, name: String, meta: InodeMetadata, size: UInt64, path: String,
                          fill: (Ext4FileWriter) throws -> Void) throws {
+        let ino = try newRegularFile(in: dir, name: name, meta: meta, path: path)
+        var file: ext2_file_t?
+        try Self.check(ext2fs_file_open(fs, ino, Int32(EXT2_FILE_WRITE), &file), "open file", path)
+        let writer = Ext4FileWriter(file: file!, path: path)
+        do {
+            try fill(writer)
+            try Self.check(ext2fs_file_set_size2(file, ext2_off64_t(size)), "set size", path)
+        } catch {
+            ext2fs_file_close(file)
+            throw error
+        }
+        try Self.check(ext2fs_file_close(file), "close file", path)
+        try finishRegularFile(ino, meta: meta, path: path)
+    }
+
+    /// Creates regular file `name` in `dir` (replacing whatever is there) of `size` bytes
+    /// whose blocks are allocated but never written (TurboOCI's metadata-only apply):
+    /// initialised extents (reads go to the disk, not zeros) without zeroing. Returns the
+    /// file's extents as `extents(of:)` gives them (cut at the size rounded up to 512), to
+    /// be mapped to the file's data elsewhere.
+    public func makeAllocatedFile(in dir: ext2_ino_t, name: String, meta: InodeMetadata, size: UInt64, path: String) throws -> [Ext4Extent] {
+        let ino = try newRegularFile(in: dir, name: name, meta: meta, path: path)
+        if size > 0 {
+            var inode = try readInode(ino, path: path)
+            try withUnsafeMutablePointer(to: &inode) { p in
+                try p.withMemoryRebound(to: ext2_inode.self, capacity: 1) { small in
+                    try Self.check(ext2fs_inode_size_set(fs, small, ext2_off64_t(size)), "set size", path)
+                    let blocks = (size + blockSize - 1) / blockSize
+                    let flags = EXT2_FALLOCATE_FORCE_INIT | EXT2_FALLOCATE_INIT_BEYOND_EOF
+                    try Self.check(ext2fs_fallocate(fs, Int32(flags), ino, small, ~blk64_t(0), 0, blocks), "allocate blocks", path)
+                }
+            }
+            try writeInode(ino, inode, path: path)
+        }
+        try finishRegularFile(ino, meta: meta, path: path)
+        return try extents(of: ino, path: path)
+    }
+
+    /// A new, empty, linked regular file (an empty extent tree when the file system has extents).
+    private func newRegularFile(in dir: ext2_ino_t, name: String, meta: InodeMetadata, path: String) throws -> ext2_ino_t {
         if lookup(dir, name) != nil { try remove(in: dir, name: name, path: path) }
         var (ino, inode) = try newInode(parent: dir, type: Int32(LINUX_S_IFREG), meta: meta, path: path)
         if ext2fs_has_feature_extents(fs.pointee.super) != 0 {
@@ -181,17 +221,11 @@ extension Ext4Filesystem {
         }
         try writeNewInode(ino, &inode, path: path)
         try link(dir, name, ino, fileType: Int32(EXT2_FT_REG_FILE), path: path)
-        var file: ext2_file_t?
-        try Self.check(ext2fs_file_open(fs, ino, Int32(EXT2_FILE_WRITE), &file), "open file", path)
-        let writer = Ext4FileWriter(file: file!, path: path)
-        do {
-            try fill(writer)
-            try Self.check(ext2fs_file_set_size2(file, ext2_off64_t(size)), "set size", path)
-        } catch {
-            ext2fs_file_close(file)
-            throw error
-        }
-        try Self.check(ext2fs_file_close(file), "close file", path)
+        return ino
+    }
+
+    /// Owner, mode, times and xattrs of a regular file whose data is in place.
+    private func finishRegularFile(_ ino: ext2_ino_t, meta: InodeMetadata, path: String) throws {
         var done = try readInode(ino, path: path)
         Self.apply(meta, to: &done)
         try writeInode(ino, done, path: path)

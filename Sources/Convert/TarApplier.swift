@@ -77,10 +77,7 @@ public final class TarApplier {
             if try applyEntry(a, entry, &result) { result.whiteouts += 1 }
         }
         if let e = reader.error { throw Failure("\(source.name): read failed: \(e)") }
-        // Directories get their own times back, after their entries were added.
-        for (path, meta) in directories {
-            if let ino = fs.resolve(path) { try fs.setTimes(ino, meta: meta, path: "/" + path.joined(separator: "/")) }
-        }
+        try finish()
         try reader.drain()
         result.digest = "sha256:" + reader.hasher.hex()
         return result
@@ -90,14 +87,10 @@ public final class TarApplier {
         archive_error_string(a).map { String(cString: $0) } ?? "unknown error"
     }
 
-    /// Applies one entry; returns true for a whiteout.
+    /// Applies one libarchive entry; returns true for a whiteout.
     private func applyEntry(_ a: OpaquePointer, _ entry: OpaquePointer, _ result: inout Result) throws -> Bool {
         let rawName = archive_entry_pathname_utf8(entry).map { String(cString: $0) }
             ?? archive_entry_pathname(entry).map { String(cString: $0) } ?? ""
-        let path = Self.clean(rawName)
-        guard let name = path.last else { return false }   // the root itself
-        let parentPath = Array(path.dropLast())
-        let shown = "/" + path.joined(separator: "/")
         var meta = InodeMetadata(permissions: UInt16(archive_entry_perm(entry) & 0o7777),
                                  uid: UInt32(truncatingIfNeeded: archive_entry_uid(entry)),
                                  gid: UInt32(truncatingIfNeeded: archive_entry_gid(entry)),
@@ -110,6 +103,52 @@ public final class TarApplier {
                 meta.xattrs.append((String(cString: n), value))
             }
         }
+        let link = (archive_entry_hardlink_utf8(entry) ?? archive_entry_hardlink(entry)).map { String(cString: $0) }
+        let symlink = (archive_entry_symlink_utf8(entry) ?? archive_entry_symlink(entry)).map { String(cString: $0) } ?? ""
+        let layerEntry = LayerEntry(name: rawName, type: Int32(archive_entry_filetype(entry)), hardlink: link, symlink: symlink,
+                                    meta: meta, size: UInt64(max(0, archive_entry_size(entry))),
+                                    major: UInt32(archive_entry_rdevmajor(entry)), minor: UInt32(archive_entry_rdevminor(entry)))
+        let shown = "/" + Self.clean(rawName).joined(separator: "/")
+        let size = layerEntry.size
+        var bytes: UInt64 = 0
+        let whiteout = try apply(layerEntry, content: .write { writer in
+            var buf: UnsafeRawPointer?
+            var n = 0
+            var off: la_int64_t = 0
+            while true {
+                let r = archive_read_data_block(a, &buf, &n, &off)
+                if r == ARCHIVE_EOF { break }
+                guard r >= ARCHIVE_WARN else { throw Failure("\(shown): \(Self.message(a))") }
+                guard n > 0, let buf else { continue }
+                guard off >= 0, UInt64(off) + UInt64(n) <= size else {
+                    throw Failure("\(shown): data past the entry's size \(size)")
+                }
+                try writer.write(UnsafeRawBufferPointer(start: buf, count: n), at: UInt64(off))
+                bytes += UInt64(n)
+            }
+        })
+        result.bytes += bytes
+        return whiteout
+    }
+
+    /// Where a regular file's data comes from.
+    public enum Content {
+        /// Written into newly allocated blocks by the closure (native apply).
+        case write((Ext4FileWriter) throws -> Void)
+        /// Not written: the file's blocks are allocated (initialised, not zeroed) and each
+        /// extent is mapped to the file's data at `dataOffset` of the target stream.
+        case mapped(dataOffset: UInt64, sink: any TargetMapping)
+    }
+
+    /// Applies one entry (whiteouts, replacement, parents, every file type, metadata), the
+    /// one path both the native and the metadata-only apply take; returns true for a
+    /// whiteout. Directory times are set again by `finish()`.
+    public func apply(_ entry: LayerEntry, content: Content) throws -> Bool {
+        let path = Self.clean(entry.name)
+        guard let name = path.last else { return false }   // the root itself
+        let parentPath = Array(path.dropLast())
+        let shown = "/" + path.joined(separator: "/")
+        let meta = entry.meta
         // Whiteouts delete from the lower layers and are never created themselves.
         if name == ".wh..wh..opq" {
             guard let dir = fs.resolve(parentPath) else { return true }
@@ -128,47 +167,44 @@ public final class TarApplier {
         var prefix: [String] = []
         for p in parentPath { prefix.append(p); extracted.insert(prefix.joined(separator: "/")) }
         let dir = try fs.directory(parentPath, meta: meta)
-        if let link = archive_entry_hardlink_utf8(entry) ?? archive_entry_hardlink(entry) {
-            let targetPath = Self.clean(String(cString: link))
+        if let link = entry.hardlink {
+            let targetPath = Self.clean(link)
             guard !targetPath.isEmpty, let target = fs.resolve(targetPath) else {
                 throw Failure("\(shown): hard link target '/\(targetPath.joined(separator: "/"))' does not exist in the image")
             }
             try fs.makeHardlink(in: dir, name: name, target: target, path: shown)
             return false
         }
-        let type = Int32(archive_entry_filetype(entry))
+        let type = entry.type
         switch type {
         case Int32(LINUX_S_IFDIR):
             try fs.makeDirectory(in: dir, name: name, meta: meta, path: shown)
             directories.append((path, meta))
         case Int32(LINUX_S_IFREG):
-            let size = UInt64(max(0, archive_entry_size(entry)))
-            try fs.makeFile(in: dir, name: name, meta: meta, size: size, path: shown) { writer in
-                var buf: UnsafeRawPointer?
-                var n = 0
-                var off: la_int64_t = 0
-                while true {
-                    let r = archive_read_data_block(a, &buf, &n, &off)
-                    if r == ARCHIVE_EOF { break }
-                    guard r >= ARCHIVE_WARN else { throw Failure("\(shown): \(Self.message(a))") }
-                    guard n > 0, let buf else { continue }
-                    guard off >= 0, UInt64(off) + UInt64(n) <= size else {
-                        throw Failure("\(shown): data past the entry's size \(size)")
-                    }
-                    try writer.write(UnsafeRawBufferPointer(start: buf, count: n), at: UInt64(off))
-                    result.bytes += UInt64(n)
+            switch content {
+            case let .write(fill):
+                try fs.makeFile(in: dir, name: name, meta: meta, size: entry.size, path: shown, fill: fill)
+            case let .mapped(dataOffset, sink):
+                for e in try fs.makeAllocatedFile(in: dir, name: name, meta: meta, size: entry.size, path: shown) {
+                    try sink.mapTarget(deviceOffset: e.diskOffset, length: e.length, targetOffset: dataOffset + e.fileOffset)
                 }
             }
         case Int32(LINUX_S_IFLNK):
-            let target = (archive_entry_symlink_utf8(entry) ?? archive_entry_symlink(entry)).map { String(cString: $0) } ?? ""
-            try fs.makeSymlink(in: dir, name: name, target: target, meta: meta, path: shown)
+            try fs.makeSymlink(in: dir, name: name, target: entry.symlink, meta: meta, path: shown)
         case Int32(LINUX_S_IFCHR), Int32(LINUX_S_IFBLK), Int32(LINUX_S_IFIFO), Int32(LINUX_S_IFSOCK):
-            try fs.makeNode(in: dir, name: name, type: type, major: UInt32(archive_entry_rdevmajor(entry)),
-                            minor: UInt32(archive_entry_rdevminor(entry)), meta: meta, path: shown)
+            try fs.makeNode(in: dir, name: name, type: type, major: entry.major, minor: entry.minor, meta: meta, path: shown)
         default:
             throw Failure("\(shown): unsupported tar entry type 0o\(String(type, radix: 8))")
         }
         return false
+    }
+
+    /// Gives directories their own times back, after their entries were added.
+    public func finish() throws {
+        for (path, meta) in directories {
+            if let ino = fs.resolve(path) { try fs.setTimes(ino, meta: meta, path: "/" + path.joined(separator: "/")) }
+        }
+        directories.removeAll()
     }
 
     /// An opaque directory: everything below it goes except what this layer extracted.
