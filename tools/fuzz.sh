@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Builds the libFuzzer targets (ZFile header/jump table/tar wrapper, LSMT header/index,
-# configs, layer tar streams applied to ext4, registry JSON/references, trace files, vhost-user
+# configs, layer tar streams applied to ext4 (natively, metadata-only and as tar-meta), registry JSON/references, trace files, vhost-user
 # messages and descriptor chains, gzip indexes) with address sanitizer and runs each for SECONDS (default 30).
 # Seeds are made fresh with the obd CLI; crashes are kept in fuzz-artifacts/.
 set -euo pipefail

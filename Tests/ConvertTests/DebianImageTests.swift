@@ -22,9 +22,7 @@ struct DebianImageTests {
         try #require(access("/usr/bin/umoci", X_OK) == 0, "umoci is missing: run tools/install-deps.sh")
         let dir = TemporaryDirectory("obd-debian")
         defer { dir.remove() }
-        let py = ConvertImageTests.fixtures + "/layers.py"
-        let prep = run(["/bin/sh", "-c", "gzip -n -c \(Self.cache)/layer1.tar > \(dir.file("l1.tar.gz")) && python3 \(py) oci-undated \(dir.file("src")) \(dir.file("l1.tar.gz")) \(Self.cache)/layer2.tar"])
-        #expect(prep.status == 0, "\(prep.err)")
+        try Self.prepareSource(dir)
         // Through a registry: pushed with skopeo, converted from there.
         let reg = try LocalRegistry()
         let push = run(["/usr/bin/skopeo", "copy", "--quiet", "--dest-tls-verify=false", "--preserve-digests",
@@ -33,9 +31,7 @@ struct DebianImageTests {
         let c = run([builtProduct("obd"), "convert", "--vsize", "8", "--plain-http", "--cache-dir", "none", "-d", dir.file("w"),
                      "\(reg.host)/debian/minbase:bookworm", "oci:\(dir.file("out")):v1"])
         #expect(c.status == 0, "\(c.err)")
-        let u = run(["/usr/bin/umoci", "unpack", "--image", dir.file("src") + ":v1", dir.file("bundle")])
-        #expect(u.status == 0, "\(u.err)")
-        let want = run(["/usr/bin/env", "python3", py, "walk", dir.file("bundle/rootfs")]).out.split(separator: "\n").map(String.init)
+        let want = try Self.umociRows(dir)
         let (stack, digests) = try ConvertImageTests.convertedStack(dir.file("out"))
         #expect(digests.count == 2)
         let fs = try Ext4Filesystem(file: stack, epoch: 1, writable: false)
@@ -53,5 +49,20 @@ struct DebianImageTests {
         #expect(again.status == 0, "\(again.err)")
         let (_, digests2) = try ConvertImageTests.convertedStack(dir.file("out2"))
         #expect(digests2 == digests)
+    }
+
+    /// The source image: layer 1 gzipped (`l1.tar.gz`, no name or time in the gzip header),
+    /// layer 2 a plain tar, as an undated OCI layout in `src` (tag v1).
+    static func prepareSource(_ dir: TemporaryDirectory) throws {
+        let py = ConvertImageTests.fixtures + "/layers.py"
+        let prep = run(["/bin/sh", "-c", "gzip -n -c \(cache)/layer1.tar > \(dir.file("l1.tar.gz")) && python3 \(py) oci-undated \(dir.file("src")) \(dir.file("l1.tar.gz")) \(cache)/layer2.tar"])
+        guard prep.status == 0 else { throw ConvertImageTests.Failure("preparing the Debian source: \(prep.err)") }
+    }
+
+    /// The rows of `umoci unpack` of `src` (unpacked into `bundle`).
+    static func umociRows(_ dir: TemporaryDirectory) throws -> [String] {
+        let u = run(["/usr/bin/umoci", "unpack", "--image", dir.file("src") + ":v1", dir.file("bundle")])
+        guard u.status == 0 else { throw ConvertImageTests.Failure("umoci unpack: \(u.err)") }
+        return run(["/usr/bin/env", "python3", ConvertImageTests.fixtures + "/layers.py", "walk", dir.file("bundle/rootfs")]).out.split(separator: "\n").map(String.init)
     }
 }

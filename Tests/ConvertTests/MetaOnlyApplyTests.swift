@@ -272,4 +272,32 @@ struct MetaOnlyApplyTests {
         } catch is GzipError {
         }
     }
+
+    @Test("Debian minbase (tar.gz + tar) metadata-only: the tree equals umoci's unpack, e2fsck -fn is clean",
+          .enabled(if: DebianImageTests.present || ReferenceFiles.isCI))
+    func debianMinbase() throws {
+        try #require(DebianImageTests.present, "Debian minbase not found in \(DebianImageTests.cache): run tools/make-debian-rootfs.sh")
+        try #require(access("/usr/bin/umoci", X_OK) == 0, "umoci is missing: run tools/install-deps.sh")
+        let dir = TemporaryDirectory("obd-metaonly-debian")
+        defer { dir.remove() }
+        try DebianImageTests.prepareSource(dir)
+        let disk = try Self.freshDisk(dir, "disk", size: 8 << 30)
+        let fs = try Ext4Filesystem(file: disk, epoch: 1)
+        var mapped: UInt64 = 0
+        for layer in [dir.file("l1.tar.gz"), DebianImageTests.cache + "/layer2.tar"] {
+            let s = try Self.stream(layer, dir)
+            let sink = MaterialisingMapping(target: s, disk: disk)
+            mapped += try TarApplier(fs: fs).applyMetaOnly(stream: s, sink: sink).mappedBytes
+        }
+        try fs.close()
+        #expect(mapped > 50 << 20)
+        let ro = try Ext4Filesystem(file: disk, epoch: 1, writable: false)
+        let ours = try ConvertImageTests.rows(ro)
+        try ro.close()
+        let want = try DebianImageTests.umociRows(dir)
+        #expect(want.count > 3000)
+        #expect(ours == want, "\(Set(ours).symmetricDifference(want).sorted().prefix(20))")
+        let (rc, text) = try ApplyReferenceTests.fsck(disk, dir)
+        #expect(rc == 0, "\(text)")
+    }
 }
