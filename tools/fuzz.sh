@@ -34,6 +34,7 @@ printf '{"cacheConfig":{"cacheDir":"/c","cacheSizeGB":1},"ioEngine":0,"logConfig
 python3 Tests/ConvertTests/Fixtures/layers.py make "$WORK/layers" >/dev/null
 cp "$WORK/layers/update.tar.gz" "$WORK/layers/hostile/traversal.tar" "$WORK/layers/hostile/badlink.tar" "$WORK/tar/"
 head -c 12000 "$WORK/layers/base.tar" > "$WORK/tar/base-head.tar"
+"$OBD" apply --turbo-oci --export "$WORK/layers/base.tar" "$WORK/tar/base.tarmeta" >/dev/null
 printf '{"auths":{"r.example/a":{"auth":"dTpw"},"r.example":{"username":"u","password":"p"}}}' > "$WORK/registry/cred.json"
 printf '{"schemaVersion":2,"manifests":[{"digest":"sha256:00","platform":{"os":"linux","architecture":"amd64"}}]}' > "$WORK/registry/index.json"
 printf 'localhost:5000/a/b:tag@sha256:%064d' 0 > "$WORK/registry/ref.txt"

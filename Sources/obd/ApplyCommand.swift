@@ -16,8 +16,11 @@ struct ApplyCommand: ParsableCommand {
             written in userspace (libext2fs). --mkfs first makes an empty ext4 over the whole disk.
             """)
 
-    @Argument(help: "Layer tar, tar.gz or tar.zst.") var input: String
-    @Argument(help: "Image config (config.v1.json) with an upper layer.") var imageConfig: String
+    @Argument(help: "Layer tar, tar.gz or tar.zst (with --turbo-oci: tar or tar.gz; with --import: a tar-meta file).") var input: String
+    @Argument(help: "Image config (config.v1.json) with an upper layer (with --export: the tar-meta file to write).") var imageConfig: String
+    @Flag(name: [.customLong("turbo-oci"), .customLong("turboOCI")], help: "TurboOCI, as turboOCI-apply: metadata only (with --export: write the tar-meta of INPUT).") var turboOCI = false
+    @Flag(name: .long, help: "With --turbo-oci: write INPUT's tar-meta (header blocks, data offsets in devmajor) to the second argument; no image.") var export = false
+    @Option(name: [.customLong("gz-index-path"), .customLong("gz_index_path")], help: "With --turbo-oci: where the gzip index of a gzip INPUT goes (default: in memory).") var gzIndexPath: String?
     @Flag(name: .long, help: "Make an empty ext4 first (the bottom layer of an image).") var mkfs = false
     @Option(name: .long, help: "File system UUID for --mkfs (default: derived from the disk size).") var uuid: String?
     @Option(name: .long, help: "Seconds since 1970 for times libext2fs would take from the clock (default 0).") var epoch: Int64 = 0
@@ -26,6 +29,16 @@ struct ApplyCommand: ParsableCommand {
 
     func run() throws {
         try runReportingErrors {
+            if export {
+                guard turboOCI else { throw CLIError("--export needs --turbo-oci") }
+                let (stream, _) = try TurboTarget.open(LocalFile(path: input), indexPath: gzIndexPath)
+                let out = try LocalFile(path: imageConfig, mode: .createTruncate)
+                let (entries, bytes) = try TarMeta.export(stream: stream, to: out)
+                try out.flush()
+                print("exported \(entries) entries (\(bytes) bytes of tar-meta) from \(input) to \(imageConfig)")
+                return
+            }
+            if turboOCI { throw CLIError("--turbo-oci: applying into a TurboOCI warp upper needs the warp layers (LSMT); only --export is available") }
             let global = try GlobalConfig.load(path: config)
             let image = try Image.open(configPath: imageConfig, global: global, writable: true)
             defer { image.close() }

@@ -130,6 +130,11 @@ struct MetaOnlyApplyTests {
             #expect(entries > 5 && bytes == meta.count)
             #expect(meta == Self.expectedTarMeta(dir.file(layer)), "\(layer)")
         }
+        // The CLI, from the gzip layer (offsets in the uncompressed stream).
+        let cli = run([builtProduct("obd"), "apply", "--turbo-oci", "--export", dir.file("layers/update.tar.gz"), dir.file("cli.meta")])
+        #expect(cli.status == 0, "\(cli.err)")
+        let cliMeta = try LocalFile(path: dir.file("cli.meta"))
+        #expect(try cliMeta.readBytes(at: 0, count: Int(cliMeta.size)) == Self.expectedTarMeta(dir.file("layers/update.tar")))
         // Import vs direct: same rows, same mappings.
         var results: [([String], [String])] = []
         for importing in [false, true] {
