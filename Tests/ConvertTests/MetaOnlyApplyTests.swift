@@ -45,11 +45,7 @@ struct MetaOnlyApplyTests {
 
     /// The uncompressed stream of a layer file: itself, or a GzipFile through a fresh index.
     static func stream(_ path: String, _ dir: TemporaryDirectory) throws -> any BlockFile {
-        let f = try LocalFile(path: path)
-        guard path.hasSuffix(".gz") else { return f }
-        let idx = try LocalFile(path: dir.file(String(path.split(separator: "/").last!) + ".gzidx"), mode: .createTruncate)
-        _ = try GzipIndexWriter.write(gzip: f, to: idx)
-        return try GzipFile(blob: f, indexFile: idx)
+        try TurboTarget.open(LocalFile(path: path), indexPath: nil).stream
     }
 
     static func regularSizes(_ tar: String) -> [UInt64] {
