@@ -12,7 +12,17 @@ import ZFile
 /// 2. 4 KiB random reads with a proxy adding 20 ms per request: requests and bytes
 ///    fetched vs the minimum possible, and read latency percentiles.
 enum LazyBenchmarks {
-    static func run(work: String, corpus: LocalFile, quick: Bool) throws -> String {
+    /// The layer blob pushed to a fresh registry: what both measurements read.
+    struct Setup {
+        let dir: String
+        let size: UInt64
+        let blob: LocalFile
+        let registry: LocalRegistry
+        let digest: String
+        let dataMiB: Int
+    }
+
+    static func prepare(work: String, corpus: LocalFile, quick: Bool) throws -> Setup {
         let dir = "\(work)/lazy"
         let dataMiB = quick ? 64 : 320
         let size = UInt64(dataMiB) << 20
@@ -44,6 +54,33 @@ enum LazyBenchmarks {
         let blobBytes = try blob.readBytes(at: 0, count: Int(blob.size))
         let registry = try LocalRegistry()
         let digest = try registry.push(repository: "bench/lazy", tag: "v1", layer: blobBytes)
+        return Setup(dir: dir, size: size, blob: blob, registry: registry, digest: digest, dataMiB: dataMiB)
+    }
+
+    /// Only obd's cold sequential read, `rounds` times (for profiling: `perf record obd-bench lazy-cold`).
+    static func coldOnly(work: String, corpus: LocalFile, quick: Bool, rounds: Int) throws -> String {
+        let s = try prepare(work: work, corpus: corpus, quick: quick)
+        let buf = UnsafeMutableRawBufferPointer.allocate(byteCount: 4 << 20, alignment: 4096)
+        defer { buf.deallocate() }
+        var out = ""
+        for round in 0..<rounds {
+            sync()
+            let cfg = try writeConfigs(dir: s.dir, host: s.registry.host, digest: s.digest, blobSize: s.blob.size, cache: "\(s.dir)/cache\(round)")
+            let t0 = now()
+            let image = try Image.open(configPath: cfg.image, global: GlobalConfig.load(from: cfg.global))
+            try readAllData(image.stack, buf)
+            out += "obd cold read round \(round): \(fmt(now() - t0, 3)) s\n"
+            image.close()
+            _ = TestSupport.run(["/bin/rm", "-rf", "\(s.dir)/cache\(round)"])
+        }
+        return out
+    }
+
+    static func run(work: String, corpus: LocalFile, quick: Bool) throws -> String {
+        let s = try prepare(work: work, corpus: corpus, quick: quick)
+        let (dir, size, blob, registry, digest, dataMiB) = (s.dir, s.size, s.blob, s.registry, s.digest, s.dataMiB)
+        let buf = UnsafeMutableRawBufferPointer.allocate(byteCount: 4 << 20, alignment: 4096)
+        defer { buf.deallocate() }
         let blobURL = "http://\(registry.host)/v2/bench/lazy/blobs/\(digest)"
 
         var seq = Table("Lazy sequential read of a \(fmt(Double(blob.size) / 1e6, 1)) MB layer blob (\(dataMiB) MiB of data) from docker-registry on loopback",

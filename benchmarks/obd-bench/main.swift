@@ -34,6 +34,9 @@ do {
     if which == "lazy" || which == "all" {
         print(try LazyBenchmarks.run(work: work, corpus: corpus(), quick: quick))
     }
+    if which == "lazy-cold" {
+        print(try LazyBenchmarks.coldOnly(work: work, corpus: corpus(), quick: quick, rounds: 5))
+    }
     if which == "trace" || which == "all" {
         print(try TraceBenchmarks.run(work: work, corpus: corpus(), reads: quick ? 100_000 : 400_000))
     }
