@@ -41,6 +41,16 @@ public enum LayerCommit {
         var header = LSMTHeader(flags: [.isHeader, .isDataFile, .sealed], virtualSize: virtualSize,
                                 uuid: args.uuid ?? .null, parentUUID: args.parentUUID ?? defaultParent)
         header.userTag = args.message
+        return try compact(segments: segments, sources: sources, header: header, verbatimTag: nil, padIndex: true,
+                           into: sink, progress: progress)
+    }
+
+    /// The compaction shared by the native and the warp commit: writes `header`, copies
+    /// the data of every entry (except those tagged `verbatimTag`, which are emitted as
+    /// they are), folds, writes the index (padded to 256 entries when `padIndex`) and the
+    /// trailer. Returns the number of valid entries.
+    static func compact(segments: [Segment], sources: [any BlockFile], header: LSMTHeader, verbatimTag: UInt8?,
+                        padIndex: Bool, into sink: any AppendSink, progress: ((UInt64) -> Void)?) throws -> Int {
         try header.serialize().withUnsafeBytes { try sink.append($0) }
 
         let step = copyStep
@@ -63,6 +73,10 @@ public enum LayerCommit {
         }
 
         for seg in segments {
+            if let verbatimTag, seg.tag == verbatimTag {
+                emit(seg)
+                continue
+            }
             if seg.zeroed {
                 var z = seg
                 z.moffset = cursor
@@ -97,10 +111,11 @@ public enum LayerCommit {
         }
 
         let valid = out.count
-        let padded = (valid + indexPadding - 1) / indexPadding * indexPadding
+        let padded = padIndex ? (valid + indexPadding - 1) / indexPadding * indexPadding : valid
         let indexOffset = cursor * 512
         var start = 0
         while start < padded {
+            // Written in chunks of 256 entries (4096 bytes).
             let stop = min(start + indexPadding, padded)
             var chunk = Array(out[min(start, valid)..<min(stop, valid)])
             chunk.append(contentsOf: repeatElement(Segment.invalid, count: (stop - start) - chunk.count))

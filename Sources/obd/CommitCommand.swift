@@ -12,6 +12,8 @@ struct CommitCommand: ParsableCommand {
             obd commit [options] DATA INDEX OUTPUT      commit a writable layer
             obd commit --seal DATA INDEX                seal the data file in place
             obd commit --commit-sealed SEALED OUTPUT    compact a sealed layer
+            obd commit --turbo-oci FSMETA INDEX OUTPUT  commit a TurboOCI warp layer (index not padded, \
+            tag-1 entries kept; uuid and parent only from the options)
             """)
 
     @Argument(help: "Data file, index file and output (see above).") var files: [String]
@@ -23,6 +25,8 @@ struct CommitCommand: ParsableCommand {
     @Flag(name: .short, help: "Replace an existing output.") var f = false
     @Flag(name: .long, help: "Seal DATA in place instead of writing a new file.") var seal = false
     @Flag(name: [.customLong("commit-sealed"), .customLong("commit_sealed")], help: "DATA is a sealed layer; compact it into OUTPUT.") var commitSealed = false
+    @Flag(name: [.customLong("turbo-oci"), .customLong("turboOCI"), .customLong("fastoci")],
+          help: "DATA INDEX is a TurboOCI warp layer (obd create --turbo-oci).") var turboOCI = false
     @OptionGroup var compression: CompressionOptions
 
     func run() throws {
@@ -37,6 +41,15 @@ struct CommitCommand: ParsableCommand {
                 guard files.count == 2 else { throw CLIError("--seal takes DATA INDEX") }
                 let layer = try WritableLayer.open(dataPath: files[0], indexPath: files[1])
                 try layer.seal()
+                return
+            }
+            if turboOCI {
+                guard !commitSealed, files.count == 3 else { throw CLIError("--turbo-oci takes FSMETA INDEX OUTPUT") }
+                let warp = try WritableWarpLayer.open(indexPath: files[1], fsmetaPath: files[0], writable: false)
+                try writeOutput(outPath: files[2], force: f, compress: z ? try compression.options(overwriteHeader: true) : nil, tar: t,
+                                total: warp.segments.reduce(0) { $0 + ($1.zeroed || $1.tag != 0 ? 0 : UInt64($1.length) * 512) }) { sink, progress in
+                    try warp.commit(args: args, into: sink, progress: progress)
+                }
                 return
             }
             let segments: [Segment]
@@ -68,21 +81,28 @@ struct CommitCommand: ParsableCommand {
 /// Writes a committed layer to `outPath`, plain or through a ZFile writer (and tar wrapper).
 func writeLayer(segments: [Segment], sources: [any BlockFile], virtualSize: UInt64, defaultParent: LayerUUID,
                 args: CommitArgs, outPath: String, force: Bool, compress: ZFileOptions?, tar: Bool) throws {
+    let total = segments.reduce(UInt64(0)) { $0 + ($1.zeroed ? 0 : UInt64($1.length) * 512) }
+    try writeOutput(outPath: outPath, force: force, compress: compress, tar: tar, total: total) { sink, progress in
+        try LayerCommit.write(segments: segments, sources: sources, virtualSize: virtualSize,
+                              defaultParent: defaultParent, args: args, into: sink, progress: progress)
+    }
+}
+
+/// Runs `commit` into `outPath`, plain or through a ZFile writer (and tar wrapper), with
+/// progress over `total` bytes; on failure the partial output is removed.
+func writeOutput(outPath: String, force: Bool, compress: ZFileOptions?, tar: Bool, total: UInt64,
+                 _ commit: (any AppendSink, @escaping (UInt64) -> Void) throws -> Void) throws {
     let out = try createOutput(outPath, force: force)
     do {
-        let total = segments.reduce(UInt64(0)) { $0 + ($1.zeroed ? 0 : UInt64($1.length) * 512) }
         let progress = Progress("commit \(outPath)", total: total)
         if let compress {
             let base = tar ? TarWrapper.payloadOffset : 0
             let writer = try ZFileWriter(output: out, base: base, options: compress)
-            try LayerCommit.write(segments: segments, sources: sources, virtualSize: virtualSize,
-                                  defaultParent: defaultParent, args: args, into: writer, progress: progress.update)
+            try commit(writer, progress.update)
             warnOversized(writer)
             if tar { try TarWrapper.wrap(output: out, payloadSize: writer.compressedSize) }
         } else {
-            try LayerCommit.write(segments: segments, sources: sources, virtualSize: virtualSize,
-                                  defaultParent: defaultParent, args: args,
-                                  into: FileAppendSink(file: out, syncOnFinish: false), progress: progress.update)
+            try commit(FileAppendSink(file: out, syncOnFinish: false), progress.update)
         }
         try out.flush()
         progress.finish()

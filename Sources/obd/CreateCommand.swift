@@ -12,6 +12,8 @@ struct CreateCommand: ParsableCommand {
     @Flag(name: [.short, .long], help: "Sparse data file (the disk lives in place; no index is kept).") var sparse = false
     @Option(name: [.customShort("u"), .customLong("parent-uuid")], help: "Parent layer UUID.") var parentUUID: String?
     @Option(name: .long, help: "UUID of the new layer (default: random).") var uuid: String?
+    @Flag(name: [.customLong("turbo-oci"), .customLong("turboOCI"), .customLong("fastoci")],
+          help: "A TurboOCI warp layer: DATA is the fsmeta file (no header, the disk in place), INDEX its index; mappings into the original layer come from obd apply --turbo-oci.") var turboOCI = false
 
     func run() throws {
         try runReportingErrors {
@@ -19,6 +21,10 @@ struct CreateCommand: ParsableCommand {
             let id = try uuid.map { try parseUUID($0, flag: "--uuid") } ?? .random()
             let (size, overflow) = vsize.multipliedReportingOverflow(by: 1 << 30)
             guard !overflow else { throw CLIError("vsize \(vsize) GiB is too large") }
+            if turboOCI {
+                _ = try WritableWarpLayer.create(indexPath: indexFile, fsmetaPath: dataFile, virtualSize: size, uuid: id, parentUUID: parent)
+                return
+            }
             _ = try WritableLayer.create(dataPath: dataFile, indexPath: indexFile, virtualSize: size,
                                          parentUUID: parent, uuid: id, sparse: sparse)
         }
