@@ -25,6 +25,8 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
         .package(url: "https://github.com/apple/swift-metrics", from: "2.13.0"),
         .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
+        // The host daemon's control API (HTTP/1.1 on a unix socket): Daemon only.
+        .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
     ],
     targets: [
         // C libraries from Debian, reached through system-library targets.
@@ -59,7 +61,7 @@ let package = Package(
         .target(name: "Ext4", dependencies: ["BlockIO", "CExt2fs", .product(name: "Crypto", package: "swift-crypto")]),
         // Floor 2: assembly.
         .target(name: "Image", dependencies: [
-            "Threading", "BlockIO", "Hashing", "ZFile", "LSMT", "Registry", "BlockCache", "Trace", "Ext4",
+            "Threading", "BlockIO", "Hashing", "ZFile", "LSMT", "Registry", "BlockCache", "Trace", "Ext4", "Gzip",
             .product(name: "CoreMetrics", package: "swift-metrics"),
         ]),
         // Floor 3: frontends.
@@ -73,9 +75,16 @@ let package = Package(
             "Threading", "BlockIO", .product(name: "CoreMetrics", package: "swift-metrics"),
             .product(name: "Prometheus", package: "swift-prometheus"),
         ]),
+        // Floor 3: the host daemon's core: many disks over shared lowers, the control API.
+        .target(name: "Daemon", dependencies: [
+            "Threading", "BlockIO", "LSMT", "Image", "NBD", "VhostUser",
+            .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "NIOPosix", package: "swift-nio"),
+            .product(name: "NIOHTTP1", package: "swift-nio"),
+        ]),
         // Floor 4: entry points.
         .executableTarget(name: "obd", dependencies: [
-            "Threading", "BlockIO", "Hashing", "ZFile", "LSMT", "Image", "NBD", "VhostUser", "Registry", "BlockCache", "MetricsExporter", "Convert", "Trace", "Ext4",
+            "Threading", "BlockIO", "Hashing", "ZFile", "LSMT", "Image", "NBD", "VhostUser", "Registry", "BlockCache", "MetricsExporter", "Convert", "Trace", "Ext4", "Daemon",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
         .executableTarget(name: "obd-tcmu", dependencies: [
@@ -107,6 +116,7 @@ let package = Package(
         .testTarget(name: "GzipTests", dependencies: ["Gzip", "Threading", "BlockIO", "TestSupport", "CZlib"]),
         .testTarget(name: "NBDTests", dependencies: ["NBD", "LSMT", "Threading", "BlockIO", "TestSupport"]),
         .testTarget(name: "VhostUserTests", dependencies: ["VhostUser", "Threading", "BlockIO", "CEventFD"]),
+        .testTarget(name: "DaemonTests", dependencies: ["Daemon", "Image", "LSMT", "NBD", "VhostUser", "Threading", "BlockIO", "CEventFD", "TestSupport"]),
         .testTarget(name: "CLITests", dependencies: ["Threading", "BlockIO", "Trace", "TestSupport"]),
         .testTarget(name: "ConvertTests", dependencies: ["Convert", "LSMT", "ZFile", "Threading", "BlockIO", "Registry", "Image", "Ext4", "Trace", "Gzip", "TestSupport"],
                     exclude: ["Fixtures"]),
@@ -125,6 +135,7 @@ if Context.environment["OBD_FUZZ"] != nil {
         .executableTarget(name: "fuzz-registry", dependencies: ["Registry", "Convert"], path: "Fuzz/fuzz-registry"),
         .executableTarget(name: "fuzz-trace", dependencies: ["Trace"], path: "Fuzz/fuzz-trace"),
         .executableTarget(name: "fuzz-vhost-user", dependencies: ["BlockIO", "VhostUser"], path: "Fuzz/fuzz-vhost-user"),
+        .executableTarget(name: "fuzz-control-api", dependencies: ["Daemon"], path: "Fuzz/fuzz-control-api"),
         .executableTarget(name: "fuzz-gzip-index", dependencies: ["BlockIO", "Gzip", "CZlib"], path: "Fuzz/fuzz-gzip-index"),
     ]
 }

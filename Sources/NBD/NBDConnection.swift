@@ -15,17 +15,23 @@ final class NBDConnection: @unchecked Sendable {
     private let inFlight = InFlightLimit(limit: 64)
     private let buffers = BufferPool()
 
-    init(fd: Int32, export: NBDExport, pool: WorkerPool, log: @escaping @Sendable (String) -> Void) {
+    /// Called once the connection's requests are done, just before its socket is closed.
+    private let willClose: (@Sendable () -> Void)?
+
+    init(fd: Int32, export: NBDExport, pool: WorkerPool, log: @escaping @Sendable (String) -> Void,
+         willClose: (@Sendable () -> Void)? = nil) {
         stream = SocketStream(fd: fd)
         self.export = export
         self.pool = pool
         self.log = log
+        self.willClose = willClose
     }
 
     /// Runs the connection to its end and closes the socket.
     func run() {
         defer {
             inFlight.waitForAll()
+            willClose?()
             close(stream.fd)
         }
         do {

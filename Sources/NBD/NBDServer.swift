@@ -20,9 +20,26 @@ public final class NBDServer: @unchecked Sendable {
     /// What the server listens on, for messages ("unix:/path" or "tcp:host:port").
     public private(set) var address = ""
 
+    /// Whether `shutdown()` also stops the pool (it was made for this server).
+    private let ownsPool: Bool
+    /// Sockets of the connections being served, for `shutdown()`; an entry leaves before
+    /// its socket is closed, so a number here is never a reused descriptor.
+    private let connections = ConditionLock<Set<Int32>>([])
+    private var acceptThread: JoinHandle?
+
     public init(export: NBDExport, workers: Int = 8, log: @escaping @Sendable (String) -> Void) {
         self.export = export
         pool = WorkerPool(threads: workers, capacity: 256, name: "obd-nbd")
+        ownsPool = true
+        self.log = log
+    }
+
+    /// A server whose I/O runs on `pool`, shared with other servers (a host daemon's one
+    /// pool for all its disks); `shutdown()` leaves the pool running.
+    public init(export: NBDExport, pool: WorkerPool, log: @escaping @Sendable (String) -> Void) {
+        self.export = export
+        self.pool = pool
+        ownsPool = false
         self.log = log
     }
 
@@ -104,20 +121,46 @@ public final class NBDServer: @unchecked Sendable {
             _ = fcntl(fd, F_SETFD, FD_CLOEXEC)
             var one: Int32 = 1
             setsockopt(fd, Int32(IPPROTO_TCP), TCP_NODELAY, &one, socklen_t(MemoryLayout<Int32>.size))
-            let conn = NBDConnection(fd: fd, export: export, pool: pool, log: log)
+            connections.withLock { _ = $0.insert(fd) }
+            let conn = NBDConnection(fd: fd, export: export, pool: pool, log: log) { [connections] in
+                connections.withLock { _ = $0.remove(fd) }
+                connections.notifyAll()
+            }
             do {
                 try NamedThread.detach(name: "obd-nbd-conn") { conn.run() }
             } catch {
                 log("nbd: refusing a connection: \(error)")
+                connections.withLock { _ = $0.remove(fd) }
                 close(fd)
             }
         }
     }
 
+    /// Runs `serve()` on a thread of its own, which `shutdown()` joins.
+    public func startServing() throws {
+        acceptThread = try NamedThread.spawn(name: "obd-nbd-accept") { [self] in serve() }
+    }
+
+    /// Stops accepting (joining the thread of `startServing()`), ends every connection
+    /// and waits up to `timeout` seconds for their requests to finish; then stops the
+    /// pool if this server made it. Returns false if connections were still running at
+    /// the deadline. Call once; not together with `stop()`.
+    @discardableResult
+    public func shutdown(timeout: Double = 30) -> Bool {
+        if listenFD >= 0 { Glibc.shutdown(listenFD, Int32(SHUT_RDWR)) }
+        acceptThread?.join()
+        acceptThread = nil
+        if listenFD >= 0 { close(listenFD); listenFD = -1 }
+        connections.withLock { for fd in $0 { Glibc.shutdown(fd, Int32(SHUT_RDWR)) } }
+        let drained = connections.withLock(when: { $0.isEmpty }, deadline: monotonicSeconds() + timeout) { _ in true } ?? false
+        if ownsPool { pool.shutdown() }
+        return drained
+    }
+
     /// Stops accepting new connections.
     public func stop() {
         if listenFD >= 0 {
-            shutdown(listenFD, Int32(SHUT_RDWR))
+            Glibc.shutdown(listenFD, Int32(SHUT_RDWR))
             close(listenFD)
             listenFD = -1
         }

@@ -93,11 +93,12 @@ public final class VhostUserBlkServer: @unchecked Sendable {
     /// Stops accepting, ends the current connection (its queues stop, the disk is
     /// flushed) and removes the socket file.
     public func stop() {
-        let conn = state.withLock { s -> Int32 in
+        // Under the lock: the accept loop clears `connection` under it before closing the
+        // socket, so the descriptor shut down here is never one reused by someone else.
+        state.withLock { s in
             s.stopping = true
-            return s.connection
+            if s.connection >= 0 { shutdown(s.connection, Int32(SHUT_RDWR)) }
         }
-        if conn >= 0 { shutdown(conn, Int32(SHUT_RDWR)) }
         if listenFD >= 0 { shutdown(listenFD, Int32(SHUT_RDWR)) }
         acceptThread?.join()
         acceptThread = nil

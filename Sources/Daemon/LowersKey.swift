@@ -1,0 +1,27 @@
+import Image
+
+/// The identity of an image's read-only lowers: what makes two disks able to share one
+/// opened stack. It is the lowers list with every path resolved against its config's
+/// folder (file, dir, digest, size of each, bottom first), the registry the digests come
+/// from, the options that change how lowers are read (acceleration layer, trace
+/// recording, background download), and the global config (cache, credentials, I/O
+/// engine) that opened them. Two configs in different folders that list the same layer
+/// files share one entry.
+public struct LowersKey: Hashable, Sendable, CustomStringConvertible {
+    /// The canonical text of the identity.
+    public let text: String
+
+    /// The key of `config`'s lowers, opened under the global config at `globalPath`.
+    public init(config: ImageConfig, globalPath: String) {
+        var parts: [String] = ["global=\(globalPath)", "repo=\(config.repoBlobUrl)",
+                               "accel=\(config.accelerationLayer)",
+                               "trace=\(config.recordTracePath.isEmpty ? "" : config.resolve(config.recordTracePath))",
+                               "download=\(config.download.map { String(describing: $0) } ?? "inherit")"]
+        for (i, l) in config.lowers.enumerated() {
+            parts.append("[\(i)] file=\(l.file.isEmpty ? "" : config.resolve(l.file)) dir=\(l.dir.isEmpty ? "" : config.resolve(l.dir)) digest=\(l.digest) size=\(l.size)")
+        }
+        text = parts.joined(separator: "\n")
+    }
+
+    public var description: String { text }
+}
