@@ -62,6 +62,16 @@ public struct GlobalConfig: Sendable, Equatable {
         public var maxRange = 4 << 20
     }
 
+    /// The on-disk cache of decompressed TurboOCI gzip targets (overlaybd's keys and
+    /// defaults): a `BlockCache` over each target's uncompressed stream, keyed by the
+    /// target digest.
+    public struct GzipCacheConfig: Sendable, Equatable {
+        public var enable = false
+        public var cacheDir = "/opt/overlaybd/gzip_cache"
+        public var cacheSizeGB = 4
+        public var refillSize = 1_048_576
+    }
+
     public struct CredentialConfig: Sendable, Equatable {
         public var mode = ""
         public var path = ""
@@ -90,6 +100,7 @@ public struct GlobalConfig: Sendable, Equatable {
     /// obd's own registry options (not in overlaybd).
     public var registryConfig = RegistryConfig()
     public var p2pConfig = P2PConfig()
+    public var gzipCacheConfig = GzipCacheConfig()
     /// Where the config was read from (empty for built-in defaults).
     public var path = ""
 
@@ -148,6 +159,12 @@ public struct GlobalConfig: Sendable, Equatable {
         guard (4096...(64 << 20)).contains(c.prefetchConfig.maxRange), c.prefetchConfig.maxRange % 4096 == 0 else {
             throw ImageError.config(path: path, detail: "field 'prefetchConfig.maxRange': \(c.prefetchConfig.maxRange) is not a multiple of 4096 between 4096 and 67108864")
         }
+        if c.gzipCacheConfig.enable {
+            let g = c.gzipCacheConfig
+            guard g.cacheSizeGB >= 1, g.refillSize >= 4096, g.refillSize & (g.refillSize - 1) == 0 else {
+                throw ImageError.config(path: path, detail: "field 'gzipCacheConfig': cacheSizeGB must be >= 1 and refillSize a power of two >= 4096")
+            }
+        }
         if c.ioEngine == 2 {
             throw ImageError.config(path: path, detail: "field 'ioEngine': 2 (posix aio) is not supported; use 0 (pread) or 1 (libaio)")
         }
@@ -159,8 +176,9 @@ public struct GlobalConfig: Sendable, Equatable {
         enum Keys: String, CodingKey {
             case logConfig, logLevel, logPath, cacheConfig, registryCacheDir, registryCacheSizeGB, cacheType
             case credentialFilePath, credentialConfig, ioEngine, enableAudit, auditPath, registryFsVersion, download
-            case exporterConfig, certConfig, registryConfig, prefetchConfig, p2pConfig
+            case exporterConfig, certConfig, registryConfig, prefetchConfig, p2pConfig, gzipCacheConfig
         }
+        enum GzipCacheKeys: String, CodingKey { case enable, cacheDir, cacheSizeGB, refillSize }
         enum PrefetchKeys: String, CodingKey { case concurrency, maxRange }
         enum ExporterKeys: String, CodingKey { case enable, uriPrefix, port, updateInterval, address }
         enum CertKeys: String, CodingKey { case certFile, keyFile }
@@ -236,6 +254,13 @@ public struct GlobalConfig: Sendable, Equatable {
                 try Self.rejectUnknownKeys(c, .p2pConfig, known: P2PKeys.self)
                 g.p2pConfig.enable = try k.value(.enable, default: g.p2pConfig.enable)
                 g.p2pConfig.address = try k.value(.address, default: g.p2pConfig.address)
+            }
+            if c.contains(.gzipCacheConfig) {
+                let k = try c.nestedContainer(keyedBy: GzipCacheKeys.self, forKey: .gzipCacheConfig)
+                g.gzipCacheConfig.enable = try k.value(.enable, default: g.gzipCacheConfig.enable)
+                g.gzipCacheConfig.cacheDir = try k.value(.cacheDir, default: g.gzipCacheConfig.cacheDir)
+                g.gzipCacheConfig.cacheSizeGB = try k.value(.cacheSizeGB, default: g.gzipCacheConfig.cacheSizeGB)
+                g.gzipCacheConfig.refillSize = try k.value(.refillSize, default: g.gzipCacheConfig.refillSize)
             }
             config = g
         }

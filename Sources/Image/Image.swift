@@ -55,6 +55,13 @@ public final class Image: Sendable {
         let trace = { (i: Int) in { @Sendable (f: any BlockFile) -> any BlockFile in TracingFile(f, layerIndex: UInt32(i), recorder: recorder) } }
         let diskLowers = config.accelerationLayer ? Array(config.lowers.dropLast()) : config.lowers
         for (i, lower) in diskLowers.enumerated() {
+            if Image.isTurbo(lower) {
+                let t = try Image.openTurbo(lower, index: i, config: config, global: global, sources: &sources, log: log, decorate: trace(i))
+                layers.append(t.layer)
+                paths.append(t.path)
+                remotes += t.remotes
+                continue
+            }
             if let path = try Image.locate(lower, index: i, config: config) {
                 do {
                     layers.append(try LayerOpener.open(path: path, ioEngine: global.ioEngine, decorate: trace(i)))
@@ -79,6 +86,9 @@ public final class Image: Sendable {
             mode = try TraceSetup.mode(recordTracePath: config.recordTracePath, config: config, log: log)
         }
         var upper: WritableLayer?
+        if !config.upper.target.isEmpty || !config.upper.gzipIndex.isEmpty {
+            throw ImageError.config(path: config.path, detail: "'upper.target'/'upper.gzipIndex': a TurboOCI warp upper is written by obd apply --turbo-oci, not opened as an image's upper")
+        }
         if config.hasUpper {
             let data = config.resolve(config.upper.data)
             let index = config.resolve(config.upper.index)

@@ -97,9 +97,6 @@ public struct ImageConfig: Sendable, Equatable {
             throw ImageError.config(path: path, detail: "'accelerationLayer' needs at least one lower (the top lower is the acceleration layer)")
         }
         try download?.validate(path: path)
-        if !upper.target.isEmpty || !upper.gzipIndex.isEmpty {
-            throw ImageError.config(path: path, detail: "'upper.target'/'upper.gzipIndex' (TurboOCI layers) are not supported")
-        }
         if hasUpper && (upper.data.isEmpty || upper.index.isEmpty) {
             throw ImageError.config(path: path, detail: "'upper' needs both 'data' and 'index'")
         }
@@ -107,8 +104,12 @@ public struct ImageConfig: Sendable, Equatable {
             throw ImageError.config(path: path, detail: "\(lowers.count) lowers exceed the limit of 255 layers")
         }
         for (i, l) in lowers.enumerated() {
-            if !l.targetFile.isEmpty || !l.targetDigest.isEmpty || !l.gzipIndex.isEmpty {
-                throw ImageError.config(path: path, detail: "lowers[\(i)]: TurboOCI fields ('targetFile', 'targetDigest', 'gzipIndex') are not supported")
+            if l.targetFile.isEmpty && l.targetDigest.isEmpty {
+                if !l.gzipIndex.isEmpty {
+                    throw ImageError.config(path: path, detail: "lowers[\(i)]: 'gzipIndex' needs a TurboOCI target ('targetFile' or 'targetDigest')")
+                }
+            } else if !l.targetDigest.isEmpty && !Digest.isSHA256(l.targetDigest) {
+                throw ImageError.config(path: path, detail: "lowers[\(i)]: 'targetDigest' '\(l.targetDigest)' is not sha256:<64 lowercase hex>")
             }
             if l.file.isEmpty && l.dir.isEmpty && l.digest.isEmpty {
                 throw ImageError.config(path: path, detail: "lowers[\(i)]: needs 'file', 'dir' or 'digest'")

@@ -4,6 +4,7 @@ import Convert
 import Ext4
 import Hashing
 import Image
+import LSMT
 import Registry
 
 struct ApplyCommand: ParsableCommand {
@@ -38,8 +39,11 @@ struct ApplyCommand: ParsableCommand {
                 print("exported \(entries) entries (\(bytes) bytes of tar-meta) from \(input) to \(imageConfig)")
                 return
             }
-            if turboOCI { throw CLIError("--turbo-oci: applying into a TurboOCI warp upper needs the warp layers (LSMT); only --export is available") }
             let global = try GlobalConfig.load(path: config)
+            if turboOCI {
+                try applyTurbo(global: global)
+                return
+            }
             let image = try Image.open(configPath: imageConfig, global: global, writable: true)
             defer { image.close() }
             guard image.stack.isWritable else { throw CLIError("\(imageConfig): needs an 'upper' layer to write into") }
@@ -57,6 +61,41 @@ struct ApplyCommand: ParsableCommand {
             try image.stack.flush()
             print("applied \(result.entries) entries (\(result.whiteouts) whiteouts, \(result.bytes) data bytes) from \(input) [\(result.digest)]")
         }
+    }
+}
+
+extension ApplyCommand {
+    /// `--turbo-oci` (turboOCI-apply): the config's upper is a warp layer (`obd create
+    /// --turbo-oci`: `data` = fsmeta, `index`); INPUT (or `upper.target`) is its target.
+    /// The entries go into the ext4 over the lowers, metadata only; each regular file's
+    /// data becomes a tag-1 mapping into the target's uncompressed stream.
+    func applyTurbo(global: GlobalConfig) throws {
+        var cfg = try ImageConfig.load(path: imageConfig)
+        let upper = cfg.upper
+        guard !upper.data.isEmpty, !upper.index.isEmpty else { throw CLIError("\(imageConfig): --turbo-oci needs an 'upper' warp layer (data = fsmeta, index)") }
+        cfg.upper = ImageConfig.Upper()
+        let targetPath = upper.target.isEmpty ? input : cfg.resolve(upper.target)
+        let indexPath = gzIndexPath ?? (upper.gzipIndex.isEmpty ? nil : cfg.resolve(upper.gzipIndex))
+        let targetFile = try LocalFile(path: targetPath)
+        if let checksum {
+            let digest = try SHA256Stream.digest(of: targetFile)
+            guard digest == checksum else { throw CLIError("\(targetPath): sha256 is \(digest), expected \(checksum)") }
+        }
+        let (stream, _) = try TurboTarget.open(targetFile, indexPath: indexPath)
+        let lowers = try Image(config: cfg, global: global)
+        defer { lowers.close() }
+        let warp = try WritableWarpLayer.open(indexPath: cfg.resolve(upper.index), fsmetaPath: cfg.resolve(upper.data),
+                                              target: stream, base: cfg.lowers.isEmpty ? nil : lowers.stack)
+        if mkfs {
+            try Ext4Maker.make(on: warp, uuid: try uuid.map { try parseUUID($0, flag: "--uuid").description }
+                                   ?? MkfsCommand.defaultUUID(size: warp.size),
+                               epoch: epoch, scratch: Paths.directory(of: imageConfig))
+        }
+        let fs = try Ext4Filesystem(file: warp, epoch: epoch)
+        let r = try TarApplier(fs: fs).applyMetaOnly(stream: stream, sink: warp)
+        try fs.close()
+        try warp.flush()
+        print("applied \(r.entries) entries metadata-only (\(r.whiteouts) whiteouts, \(r.files) files, \(r.mappedBytes) bytes mapped to \(targetPath))")
     }
 }
 

@@ -45,7 +45,7 @@ struct ConfigTests {
         #expect(message(#"{"recordTracePath":7}"#).contains("field 'recordTracePath': expected a string"))
         #expect(message(#"{"download":{"enable":true,"tryCnt":0}}"#).contains("tryCnt >= 1"))
         #expect(message(#"{"download":{"enable":true}}"#) == "")
-        #expect(message(#"{"lowers":[{"file":"x","targetFile":"t"}]}"#).contains("TurboOCI"))
+        #expect(message(#"{"lowers":[{"file":"x","gzipIndex":"g"}]}"#).contains("needs a TurboOCI target"))
         #expect(message(#"{"download":{"enable":false}}"#) == "")
     }
 
