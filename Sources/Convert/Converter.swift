@@ -29,6 +29,9 @@ public struct ConvertOptions: Sendable {
     public var acceleration: (trace: [UInt8], name: String, expect: AccelerationLayer.Content)?
     /// RFC 3339 time of the acceleration layer's history entry (default: now).
     public var created = AccelerationLayer.timestamp(Int64(time(nil)))
+    /// TurboOCI (`--turbo-oci`): per layer only the fs metadata (a turbo layer blob); the
+    /// original layers stay and are referenced. Every layer gets `vsizeGiB`; no cache.
+    public var turboOCI = false
 
     public init() {}
 
@@ -94,6 +97,9 @@ public final class Converter: @unchecked Sendable {
         var mediaType: String
         var config: [UInt8]
         var layers: [(digest: String, path: String)]
+        /// TurboOCI: the original layers the image references (reused in the target, or
+        /// uploaded when the target cannot reach them), with where their bytes are.
+        var originals: [(digest: String, path: String)] = []
     }
 
     public func run() throws -> ConvertReport {
@@ -162,6 +168,21 @@ public final class Converter: @unchecked Sendable {
                         }
                     }
                 }
+                for o in b.originals where !sent.contains(o.digest) {
+                    sent.insert(o.digest)
+                    progress(ConvertEvent(manifest: "", layer: 0, layers: b.layers.count, stage: .upload, detail: o.digest))
+                    // The original layer stays where it is: found in the target, mounted from
+                    // the source repository, or (another registry, a folder) uploaded.
+                    var how = try target.reuseBlob(o.digest, mountFrom: sourceLocation)
+                    if how == nil { how = try target.putBlob(o.digest, file: LocalFile(path: o.path), mountFrom: nil) }
+                    lock.run {
+                        switch how {
+                        case .uploaded?: report.blobsUploaded += 1
+                        case .mounted?: report.blobsMounted += 1
+                        default: report.blobsPresent += 1
+                        }
+                    }
+                }
                 let configDigest = Digest.sha256(of: b.config).description
                 let cfgPath = options.workdir + "/config-" + configDigest.suffix(64)
                 try writeAll(cfgPath, b.config)
@@ -179,6 +200,12 @@ public final class Converter: @unchecked Sendable {
         return report
     }
 
+    /// The source registry repository (for cross-repository mounts), nil for a folder.
+    var sourceLocation: (host: String, repository: String)? {
+        guard let h = source.registryHost, let r = source.repositoryName else { return nil }
+        return (h, r)
+    }
+
     /// Converts one platform's manifest; returns what to upload.
     func convertManifest(_ bytes: [UInt8], name: String) throws -> Built {
         let m = try JSONValue.parse(bytes)
@@ -192,12 +219,22 @@ public final class Converter: @unchecked Sendable {
         let chain = ChainID.chain(diffIDs)
         let epoch = Self.epoch(config["created"]?.string)
         var outputs: [(digest: String, path: String, size: UInt64)] = []
+        var turbo: [TurboLayer] = []
         var lowers: [ReadOnlyLayer] = []
         let dir = options.workdir + "/layers/" + name
         makeDirectories(dir)
         for (i, l) in layers.enumerated() {
             guard let digest = l["digest"]?.string, let size = l["size"]?.int, size >= 0 else {
                 throw ConvertError.source("\(name): layer \(i) has no digest or size")
+            }
+            if options.turboOCI {
+                let t = try buildTurboLayer(i, of: layers.count, descriptor: Descriptor(mediaType: l["mediaType"]?.string ?? "", digest: digest, size: UInt64(size)),
+                                            lowers: lowers, chain: chain, epoch: epoch, dir: dir + "/\(i)", name: name)
+                turbo.append(t)
+                outputs.append((t.digest, t.path, t.size))
+                lowers.append(t.lower)
+                lock.run { report.layersBuilt += 1 }
+                continue
             }
             let key = options.fingerprint + " " + chain[i]
             if let hit = cache?.lookup(key) {
@@ -216,7 +253,7 @@ public final class Converter: @unchecked Sendable {
         }
         lock.run { report.layerDigests += outputs.map(\.digest) }
         // Config: diff IDs are the layer digests (uncompressed tar media type); history kept.
-        config["rootfs"]?["diff_ids"] = .array(outputs.map { .string($0.digest) })
+        config["rootfs"]?["diff_ids"] = .array(options.turboOCI ? turbo.map { .string($0.diffID) } : outputs.map { .string($0.digest) })
         let layerType = options.oci ? MediaType.ociLayerTar : MediaType.dockerLayerTar
         var manifest = m
         let manifestType = options.oci ? MediaType.ociManifest : MediaType.dockerManifest
@@ -229,6 +266,7 @@ public final class Converter: @unchecked Sendable {
                         "containerd.io/snapshot/overlaybd/version": .string("0.1.0"),
                      ])])
         })
+        if options.turboOCI { manifest["layers"] = .array(turbo.map(turboDescriptor)) }
         var uploads = outputs.map { ($0.digest, $0.path) }
         if let a = options.acceleration {
             // The acceleration layer on top, as `obd trace attach` would add it.
@@ -250,7 +288,8 @@ public final class Converter: @unchecked Sendable {
             try writeAll(dir + "/manifest.json", manifestBytes)
             try writeAll(dir + "/config.json", configBytes)
         }
-        return Built(manifest: manifestBytes, mediaType: manifestType, config: configBytes, layers: uploads)
+        return Built(manifest: manifestBytes, mediaType: manifestType, config: configBytes, layers: uploads,
+                     originals: turbo.map { ($0.target.digest, $0.targetPath) })
     }
 
     /// Builds one layer: apply the source tar over `lowers`, commit ZFile + tar.

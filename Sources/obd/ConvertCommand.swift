@@ -39,6 +39,8 @@ struct ConvertCommand: ParsableCommand {
     @Option(name: .long, help: "Global overlaybd.json (credentials).") var config: String?
     @Option(name: .long, help: "Append this binary trace as an acceleration layer (as obd trace attach).") var trace: String?
     @Option(name: .customLong("priority-list"), help: "Append this priority list (one path per line) as an acceleration layer.") var priorityList: String?
+    @Flag(name: [.customLong("turbo-oci"), .customLong("turboOCI")],
+          help: "TurboOCI: per layer only the ext4 metadata (a turbo layer blob); the original gzip or tar layers stay and are referenced, never converted (mounted into another repository of the same registry).") var turboOCI = false
 
     func run() throws {
         try runReportingErrors {
@@ -54,6 +56,7 @@ struct ConvertCommand: ParsableCommand {
             options.reserve = reserve
             options.dumpManifest = dumpManifest
             options.concurrency = concurrency
+            options.turboOCI = turboOCI
             if let cacheDir, cacheDir != "none" {
                 options.cacheDir = cacheDir
             } else if cacheDir == nil {
