@@ -94,6 +94,11 @@ public final class DiskRegistry: Sendable {
     /// Adds and starts the disk `spec` describes; returns when its frontend listens.
     @discardableResult
     public func add(_ spec: DiskSpec) throws(DaemonError) -> DiskInfo {
+        try add(spec, sequence: nil)
+    }
+
+    /// `sequence`: the disk's place in the list (restore keeps the state file's order).
+    private func add(_ spec: DiskSpec, sequence: Int?) throws(DaemonError) -> DiskInfo {
         try spec.validate()
         let socketKey = DiskRegistry.normalize(spec.frontend.socket)
         try table.withLock { (t: inout Table) throws(DaemonError) in
@@ -105,7 +110,7 @@ public final class DiskRegistry: Sendable {
         }
         let disk: Disk
         do {
-            disk = try open(spec)
+            disk = try open(spec, sequence: sequence)
         } catch {
             table.withLock { t in
                 t.adding.remove(spec.id)
@@ -192,7 +197,7 @@ public final class DiskRegistry: Sendable {
                 var s = specs[i]
                 if s.mode == .writable { s.reopen = true }
                 do throws(DaemonError) {
-                    try add(s)
+                    _ = try add(s, sequence: i + 1)
                 } catch {
                     log("disk \(s.id): not restored: \(error)")
                     failures.withLock { $0.append((s.id, error)) }
@@ -208,7 +213,7 @@ public final class DiskRegistry: Sendable {
 
     // MARK: opening
 
-    private func open(_ spec: DiskSpec) throws(DaemonError) -> Disk {
+    private func open(_ spec: DiskSpec, sequence: Int?) throws(DaemonError) -> Disk {
         let config = try loadConfig(spec.config)
         let key = LowersKey(config: config, globalPath: options.global.path)
         let shared = try lowers.acquire(key, timeout: options.openTimeout) { () throws(DaemonError) -> SharedLowers in
@@ -234,8 +239,11 @@ public final class DiskRegistry: Sendable {
             let file = CountingFile(options.decorate?(base, spec.id) ?? base)
             let frontend = try DiskFrontend.start(spec.frontend, id: spec.id, file: file, readOnly: spec.mode == .readOnly,
                                                   remoteReads: shared.hasRemoteLowers, pool: pool) { [log] in log("disk \(spec.id): \($0)") }
-            let sequence = table.withLock { t -> Int in t.sequence += 1; return t.sequence }
-            return Disk(spec: spec, lowers: shared, upper: upper, file: file, frontend: frontend, sequence: sequence)
+            let place = table.withLock { t -> Int in
+                t.sequence = max(t.sequence, sequence ?? 0) + (sequence == nil ? 1 : 0)
+                return sequence ?? t.sequence
+            }
+            return Disk(spec: spec, lowers: shared, upper: upper, file: file, frontend: frontend, sequence: place)
         } catch {
             if let made = madeUpper {
                 unlink(made + "/" + DiskSpec.upperDataName)

@@ -1,3 +1,4 @@
+import Glibc
 import Image
 
 /// The identity of an image's read-only lowers: what makes two disks able to share one
@@ -18,10 +19,20 @@ public struct LowersKey: Hashable, Sendable, CustomStringConvertible {
                                "trace=\(config.recordTracePath.isEmpty ? "" : config.resolve(config.recordTracePath))",
                                "download=\(config.download.map { String(describing: $0) } ?? "inherit")"]
         for (i, l) in config.lowers.enumerated() {
-            parts.append("[\(i)] file=\(l.file.isEmpty ? "" : config.resolve(l.file)) dir=\(l.dir.isEmpty ? "" : config.resolve(l.dir)) digest=\(l.digest) size=\(l.size)")
+            parts.append("[\(i)] file=\(l.file.isEmpty ? "" : LowersKey.canonical(config.resolve(l.file))) dir=\(l.dir.isEmpty ? "" : LowersKey.canonical(config.resolve(l.dir))) digest=\(l.digest) size=\(l.size)")
         }
         text = parts.joined(separator: "\n")
     }
 
     public var description: String { text }
+
+    /// The real path of an existing file or folder (links and `..` resolved), else the
+    /// path with `.`, `..` and repeated slashes folded.
+    static func canonical(_ path: String) -> String {
+        if let p = realpath(path, nil) {
+            defer { free(p) }
+            return String(cString: p)
+        }
+        return DiskRegistry.normalize(path)
+    }
 }

@@ -85,9 +85,58 @@ public final class UpperOverlay: BlockFile, Sendable {
         }
     }
 
+    /// A sparse upper records what it holds only as the data file's allocated extents,
+    /// which the file system keeps in whole blocks. A write of part of a block would
+    /// allocate all of it, and after a reopen the rest of that block (never written)
+    /// would read as zeros instead of the lowers' bytes. So a write that starts or ends
+    /// inside a block first fills that block from the disk as it reads now, and writes
+    /// the whole block.
+    public static let fileBlock: UInt64 = 4096
+
+    /// Serializes the read-modify-write of a partial block with another one on the same
+    /// block (writes to different sectors of one block must both survive).
+    private let stripes = (0..<64).map { _ in ConditionLock(()) }
+
     public func write(_ buffer: UnsafeRawBufferPointer, at offset: UInt64) throws {
         try check(offset, UInt64(buffer.count))
-        try upper.write(buffer, at: offset)
+        let b = UpperOverlay.fileBlock
+        let end = offset + UInt64(buffer.count)
+        guard buffer.count > 0 else { return }
+        var pos = offset
+        // Head: a partial first block.
+        if pos % b != 0 || end - pos < b {
+            let blockEnd = min(pos / b * b + b, end)
+            try writePartialBlock(buffer, from: offset, range: pos..<blockEnd)
+            pos = blockEnd
+        }
+        // Middle: whole blocks, written as they come.
+        let middleEnd = end / b * b
+        if middleEnd > pos {
+            try upper.write(UnsafeRawBufferPointer(rebasing: buffer[Int(pos - offset)..<Int(middleEnd - offset)]), at: pos)
+            pos = middleEnd
+        }
+        // Tail: a partial last block.
+        if end > pos { try writePartialBlock(buffer, from: offset, range: pos..<end) }
+    }
+
+    /// Writes disk bytes `range` (inside one block) from `buffer` (which starts at disk
+    /// byte `from`) as the whole block: the rest comes from what the disk reads now.
+    private func writePartialBlock(_ buffer: UnsafeRawBufferPointer, from: UInt64, range: Range<UInt64>) throws {
+        let b = UpperOverlay.fileBlock
+        let start = range.lowerBound / b * b
+        let stop = min(start + b, size)
+        if range.lowerBound == start && range.upperBound == stop {
+            try upper.write(UnsafeRawBufferPointer(rebasing: buffer[Int(range.lowerBound - from)..<Int(range.upperBound - from)]), at: start)
+            return
+        }
+        try stripes[Int((start / b) % UInt64(stripes.count))].withLock { _ in
+            let block = UnsafeMutableRawBufferPointer.allocate(byteCount: Int(stop - start), alignment: 4096)
+            defer { block.deallocate() }
+            _ = try read(into: block, at: start)
+            UnsafeMutableRawBufferPointer(rebasing: block[Int(range.lowerBound - start)..<Int(range.upperBound - start)])
+                .copyMemory(from: UnsafeRawBufferPointer(rebasing: buffer[Int(range.lowerBound - from)..<Int(range.upperBound - from)]))
+            try upper.write(UnsafeRawBufferPointer(block), at: start)
+        }
     }
 
     /// The range reads as zeros until the disk is closed; a sparse upper keeps no
@@ -101,7 +150,7 @@ public final class UpperOverlay: BlockFile, Sendable {
     /// Zeros written into the upper: durable, and they hide the lowers.
     public func writeZeroes(offset: UInt64, length: UInt64) throws {
         try check(offset, length)
-        try writeZeroBuffers(offset: offset, length: length) { try upper.write($0, at: $1) }
+        try writeZeroBuffers(offset: offset, length: length) { try write($0, at: $1) }
     }
 
     public func flush() throws { try upper.flush() }

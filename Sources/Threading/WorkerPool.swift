@@ -84,6 +84,9 @@ public final class WorkerPool: Sendable {
             let job: (() -> Void)? = queue.withLock(when: { $0.pending > 0 || $0.state != .running }) { q in
                 guard q.pending > 0 else { return nil }
                 let j = q.jobs[q.head]
+                // The slot stays until the queue is compacted: drop the job's captures now,
+                // so what it holds (a connection, a disk's files) goes when it ends.
+                q.jobs[q.head] = {}
                 q.head += 1
                 if q.head > 1024 && q.head * 2 > q.jobs.count {
                     q.jobs.removeFirst(q.head)

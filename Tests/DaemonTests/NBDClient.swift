@@ -1,0 +1,1 @@
+../NBDTests/NBDClient.swift

@@ -1,0 +1,1 @@
+../VhostUserTests/TestFrontEnd.swift
