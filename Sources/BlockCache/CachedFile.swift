@@ -132,8 +132,11 @@ public final class CachedFile: BlockFile, Sendable {
         return count
     }
 
-    /// A reader that continues where the last read ended gets the next `readahead`
-    /// bytes fetched in the background, in 4 MiB runs that overlap on the network.
+    /// A reader that continues where the last read ended gets data fetched ahead of it in
+    /// the background. Window and run size grow with the streak of back-to-back bytes (a
+    /// run of 4 MiB at first, up to 32 MiB in a window of `readahead`): a long scan costs
+    /// a few large range requests (a registry spends about as much per request as per
+    /// 10 MiB it sends) while a short one fetches little it will not read.
     private func readAhead(after offset: UInt64, count: Int) {
         let end = offset + UInt64(count)
         let sequential = lastEnd.exchange(end, ordering: .relaxed) == offset
@@ -141,21 +144,29 @@ public final class CachedFile: BlockFile, Sendable {
         // reads (such as a layer's index at open) that readahead would only waste.
         let run = sequential ? streak.add(UInt64(count), ordering: .relaxed).newValue : 0
         if !sequential { streak.store(UInt64(count), ordering: .relaxed) }
-        let window = cache.readahead
-        guard sequential, run >= 1 << 20, window > 0, end < size else { return }
-        let chunk = UInt64(max(unit, 4 << 20))
-        var from = max(end, aheadTo.load(ordering: .relaxed))
+        guard sequential, run >= 1 << 20, cache.readahead > 0, end < size else { return }
+        let (chunk, window) = CachedFile.readaheadShape(streak: run, unit: UInt64(unit), readahead: cache.readahead)
+        var from = max(end, aheadTo.load(ordering: .relaxed)) / UInt64(unit) * UInt64(unit)
         let limit = min(size, end + window)
-        // Schedule only when at least one run is due, so each run is scheduled once.
-        guard limit >= from + chunk || (limit == size && from < size) else { return }
-        from = from / UInt64(unit) * UInt64(unit)
-        while from < limit {
-            let r = from..<min(limit, from + chunk)
+        // Whole runs only (a short one only at the end of the blob), each scheduled once:
+        // a run cut at the window's edge would cost a request for a few units.
+        guard from + chunk <= limit || (limit == size && from < size) else { return }
+        while from < size && (from + chunk <= limit || limit == size) {
+            let r = from..<min(size, from + chunk)
             // A full queue skips readahead rather than making the reader wait.
             if !cache.background.trySubmit({ [self] in WorkPriority.background { try? prefetch(r) } }) { break }
             from = r.upperBound
         }
         aheadTo.store(from, ordering: .relaxed)
+    }
+
+    /// Run size and window of readahead after `streak` sequential bytes: the window is
+    /// four times the streak (at least 4 MiB, at most `readahead`), a run half the
+    /// window (4 to 32 MiB, never more than the window), both whole units.
+    static func readaheadShape(streak: UInt64, unit: UInt64, readahead: UInt64) -> (chunk: UInt64, window: UInt64) {
+        let window = max(unit, min(readahead, max(4 << 20, streak.multipliedReportingOverflow(by: 4).partialValue)))
+        let chunk = min(window, min(max(window / 2, 4 << 20), 32 << 20))
+        return (max(unit, chunk / unit * unit), window)
     }
 
     /// Makes the units of `range` present (no copy to a caller).
@@ -232,7 +243,10 @@ public final class CachedFile: BlockFile, Sendable {
         }
     }
 
-    /// Reads units from upstream, writes them, marks them present.
+    /// Reads units from upstream, writes them, marks them present. A streaming upstream
+    /// (a registry blob) is written piece by piece as the body arrives, and each unit is
+    /// published as soon as it is complete: no buffer for the whole run, and a reader
+    /// waiting for the run's first unit does not wait for its last.
     private func fill(_ r: Range<Int>) throws {
         let start = UInt64(r.lowerBound) * UInt64(unit)
         let end = min(size, UInt64(r.upperBound) * UInt64(unit))
@@ -240,14 +254,36 @@ public final class CachedFile: BlockFile, Sendable {
         upstreamReads.add(1, ordering: .relaxed)
         CacheMetrics.shared.misses.increment()
         CacheMetrics.shared.fillBytes.increment(by: n)
-        // A per-thread buffer: no allocation (and page faults) per refill.
-        let buf = UnsafeMutableRawBufferPointer(rebasing: CachedFile.fillBuffers.value.reserve(n)[0..<n])
-        let got = try upstream.read(into: buf, at: start)
-        guard got == n else { throw BlockIOError.truncated(name: upstream.name, offset: start, wanted: n, got: got) }
-        try data.write(UnsafeRawBufferPointer(buf), at: start)
-        // Data first, then the bits (released): a reader that sees a bit sees the data.
-        for u in r { bits.insert(u) }
-        let pending = refills.withLock { st -> Int in st.unsynced.append(contentsOf: r); return st.unsynced.count }
+        var published = r.lowerBound
+        defer {
+            let bytes = published == r.lowerBound ? 0 : min(size, UInt64(published) * UInt64(unit)) - start
+            if bytes > 0 { accounting.grew(by: bytes) }
+        }
+        if let streaming = upstream as? any StreamingBlockFile {
+            var written = start
+            _ = try streaming.stream(at: start, count: n) { piece in
+                try data.write(piece, at: written)
+                written += UInt64(piece.count)
+                var complete = published
+                while complete < r.upperBound && min(size, UInt64(complete + 1) * UInt64(unit)) <= written { complete += 1 }
+                if complete > published {
+                    publish(published..<complete)
+                    published = complete
+                }
+            }
+            guard published == r.upperBound else {
+                throw BlockIOError.truncated(name: upstream.name, offset: start, wanted: n, got: Int(written - start))
+            }
+        } else {
+            // A per-thread buffer: no allocation (and page faults) per refill.
+            let buf = UnsafeMutableRawBufferPointer(rebasing: CachedFile.fillBuffers.value.reserve(n)[0..<n])
+            let got = try upstream.read(into: buf, at: start)
+            guard got == n else { throw BlockIOError.truncated(name: upstream.name, offset: start, wanted: n, got: got) }
+            try data.write(UnsafeRawBufferPointer(buf), at: start)
+            publish(r)
+            published = r.upperBound
+        }
+        let pending = refills.withLock { $0.unsynced.count }
         // Persist presence in the background, at most once a second (fdatasync is the
         // expensive part): data first, then the bits. Until then a crash only costs
         // refetching the units whose bits were not persisted.
@@ -261,7 +297,17 @@ public final class CachedFile: BlockFile, Sendable {
             }
             if !queued { syncing.store(false, ordering: .releasing) }
         }
-        accounting.grew(by: UInt64(n))
+    }
+
+    /// Marks units whose data is written present and wakes the readers waiting for them.
+    private func publish(_ r: Range<Int>) {
+        // Data first, then the bits (released): a reader that sees a bit sees the data.
+        for u in r { bits.insert(u) }
+        refills.withLock { st in
+            st.unsynced.append(contentsOf: r)
+            for u in r { st.fetching.remove(u) }
+        }
+        refills.notifyAll()
     }
 
     /// Makes fetched data durable, then records its presence bits. Only bits of units

@@ -41,6 +41,18 @@ final class HTTPTransport: @unchecked Sendable {
         var connectTimeoutSeconds = 10
     }
 
+    /// A range body handed on in pieces as it arrives, instead of into one buffer: a
+    /// cache writes each piece out at once. Bytes reach `deliver` only from a response
+    /// that carries the range asked for (206 with a matching Content-Range, or 200 for a
+    /// range from 0); any other body is kept in memory for the error message.
+    struct BodyStream {
+        /// First byte of the range requested.
+        var offset: UInt64
+        /// Bytes the caller takes at most; more is an overflow.
+        var capacity: Int
+        var deliver: (UnsafeRawBufferPointer) throws -> Void
+    }
+
     let options: Options
 
     private final class Handle {
@@ -61,16 +73,61 @@ final class HTTPTransport: @unchecked Sendable {
     private final class Sink {
         var response = Response()
         let target: UnsafeMutableRawBufferPointer?
+        let stream: BodyStream?
         let limit: Int
-        init(target: UnsafeMutableRawBufferPointer?, limit: Int) { self.target = target; self.limit = limit }
+        let curl: UnsafeMutableRawPointer
+        /// Whether this response's body goes to `stream` (decided at its first byte).
+        var streaming: Bool?
+        var streamError: (any Error)?
+        init(target: UnsafeMutableRawBufferPointer?, stream: BodyStream?, limit: Int, curl: UnsafeMutableRawPointer) {
+            self.target = target; self.stream = stream; self.limit = limit; self.curl = curl
+        }
+
+        /// Whether the response being received carries `stream`'s range.
+        func carriesStreamRange(_ s: BodyStream) -> Bool {
+            var status = 0
+            obd_curl_getinfo_long(curl, CURLINFO_RESPONSE_CODE, &status)
+            if status == 200 { return s.offset == 0 }
+            guard status == 206, let cr = response.headers["content-range"] else { return false }
+            return cr.hasPrefix("bytes \(s.offset)-")
+        }
+
+        /// Takes one piece of the body; false stops the transfer.
+        func take(_ data: UnsafeRawPointer, _ n: Int) -> Bool {
+            if let s = stream {
+                if streaming == nil { streaming = carriesStreamRange(s) }
+                if streaming == true {
+                    let room = s.capacity - response.copied
+                    let k = min(n, room)
+                    do { try s.deliver(UnsafeRawBufferPointer(start: data, count: k)) } catch {
+                        streamError = error
+                        return false
+                    }
+                    response.copied += k
+                    if n > room { response.overflow = true; return false }
+                    return true
+                }
+            } else if let t = target {
+                let room = t.count - response.copied
+                if n > room { response.overflow = true; return false }
+                (t.baseAddress! + response.copied).copyMemory(from: data, byteCount: n)
+                response.copied += n
+                return true
+            }
+            if response.body.count + n > limit { response.overflow = true; return false }
+            response.body.append(contentsOf: UnsafeRawBufferPointer(start: data, count: n))
+            return true
+        }
     }
 
-    /// Performs `request`; the body goes into `target` if given (never past its end).
-    func perform(_ request: Request, into target: UnsafeMutableRawBufferPointer? = nil, limit: Int = 64 << 20) throws -> Response {
+    /// Performs `request`; the body goes into `target` if given (never past its end), or
+    /// piece by piece to `stream`.
+    func perform(_ request: Request, into target: UnsafeMutableRawBufferPointer? = nil, stream: BodyStream? = nil,
+                 limit: Int = 64 << 20) throws -> Response {
         let handle = HTTPTransport.handles.value
         guard let c = handle.curl else { throw RegistryError.connectionFailed(url: request.url, detail: "curl_easy_init failed") }
         curl_easy_reset(c)
-        let sink = Sink(target: target, limit: limit)
+        let sink = Sink(target: target, stream: stream, limit: limit, curl: c)
         let box = Unmanaged.passRetained(sink)
         defer { box.release() }
         var headers: UnsafeMutablePointer<curl_slist>?
@@ -109,17 +166,8 @@ final class HTTPTransport: @unchecked Sendable {
                                 obd_curl_setopt_write(c) { data, size, count, user in
                                     let sink = Unmanaged<Sink>.fromOpaque(user!).takeUnretainedValue()
                                     let n = size * count
-                                    let bytes = UnsafeRawBufferPointer(start: data, count: n)
-                                    if let t = sink.target {
-                                        let room = t.count - sink.response.copied
-                                        if n > room { sink.response.overflow = true; return 0 }
-                                        (t.baseAddress! + sink.response.copied).copyMemory(from: data!, byteCount: n)
-                                        sink.response.copied += n
-                                    } else {
-                                        if sink.response.body.count + n > sink.limit { sink.response.overflow = true; return 0 }
-                                        sink.response.body.append(contentsOf: bytes)
-                                    }
-                                    return n
+                                    guard n > 0, let data else { return n }
+                                    return sink.take(UnsafeRawPointer(data), n) ? n : 0
                                 }
                                 obd_curl_setopt_ptr(c, CURLOPT_WRITEDATA, box.toOpaque())
                                 obd_curl_setopt_header(c) { data, size, count, user in
@@ -127,6 +175,7 @@ final class HTTPTransport: @unchecked Sendable {
                                     let n = size * count
                                     let line = String(decoding: UnsafeRawBufferPointer(start: data, count: n), as: UTF8.self)
                                     if line.hasPrefix("HTTP/") {
+                                        sink.streaming = nil
                                         sink.response.headers = [:]
                                         sink.response.challenges = []
                                     } else if let colon = line.firstIndex(of: ":") {
@@ -148,8 +197,9 @@ final class HTTPTransport: @unchecked Sendable {
         var status: Int = 0
         obd_curl_getinfo_long(c, CURLINFO_RESPONSE_CODE, &status)
         sink.response.status = status
+        if let e = sink.streamError { throw e }
         if rc != CURLE_OK && !(rc == CURLE_WRITE_ERROR && sink.response.overflow) {
-            if target != nil, sink.response.copied > 0, status == 200 || status == 206,
+            if target != nil || sink.streaming == true, sink.response.copied > 0, status == 200 || status == 206,
                rc == CURLE_PARTIAL_FILE || rc == CURLE_RECV_ERROR || rc == CURLE_OPERATION_TIMEDOUT {
                 sink.response.partial = true
                 return sink.response

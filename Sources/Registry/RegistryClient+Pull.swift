@@ -45,13 +45,38 @@ extension RegistryClient {
     /// Returns the bytes read (fewer only at the end of the blob). A response shorter
     /// than asked (a server or proxy that cut the body) is continued from where it stopped.
     public func readBlob(repository: String, digest: String, offset: UInt64, into buffer: UnsafeMutableRawBufferPointer) throws -> Int {
+        try readRange(repository: repository, digest: digest, offset: offset, count: buffer.count) { at, deadline in
+            try readOnce(repository: repository, digest: digest, offset: offset + UInt64(at),
+                         into: .buffer(UnsafeMutableRawBufferPointer(rebasing: buffer[at...])), deadline: deadline)
+        }
+    }
+
+    /// Reads `count` bytes of a blob at `offset` and hands them to `deliver` in order, in
+    /// pieces as they arrive (no buffer for the whole range); returns the bytes delivered
+    /// (fewer only at the blob's end). Retries, continuations after a cut connection and
+    /// the deadline are those of `readBlob`. A throw from `deliver` ends the read with it.
+    public func streamBlob(repository: String, digest: String, offset: UInt64, count: Int,
+                           _ deliver: (UnsafeRawBufferPointer) throws -> Void) throws -> Int {
+        try withoutActuallyEscaping(deliver) { deliver in
+            try readRange(repository: repository, digest: digest, offset: offset, count: count) { at, deadline in
+                let from = offset + UInt64(at)
+                return try readOnce(repository: repository, digest: digest, offset: from,
+                                    into: .stream(HTTPTransport.BodyStream(offset: from, capacity: count - at, deliver: deliver)),
+                                    deadline: deadline)
+            }
+        }
+    }
+
+    /// The loop of a range read: `once(done, deadline)` reads from `done` on and returns
+    /// the bytes it got (0 at the blob's end), until `count` bytes are in.
+    private func readRange(repository: String, digest: String, offset: UInt64, count: Int,
+                           _ once: (Int, Deadline) throws -> Int) throws -> Int {
         let started = monotonicSeconds()
         // One deadline for the read, its retries, token fetches and continuations.
         let deadline = Deadline(seconds: options.timeoutSeconds, patient: options.blockOnOutage)
         var done = 0
-        while done < buffer.count {
-            let n = try readOnce(repository: repository, digest: digest, offset: offset + UInt64(done),
-                                 into: UnsafeMutableRawBufferPointer(rebasing: buffer[done...]), deadline: deadline)
+        while done < count {
+            let n = try once(done, deadline)
             if n == 0 { break }
             done += n
         }
@@ -62,13 +87,32 @@ extension RegistryClient {
         return done
     }
 
-    func readOnce(repository: String, digest: String, offset: UInt64, into buffer: UnsafeMutableRawBufferPointer,
+    /// Where one range response goes.
+    enum RangeTarget {
+        case buffer(UnsafeMutableRawBufferPointer)
+        case stream(HTTPTransport.BodyStream)
+        var count: Int {
+            switch self {
+            case .buffer(let b): b.count
+            case .stream(let s): s.capacity
+            }
+        }
+    }
+
+    func readOnce(repository: String, digest: String, offset: UInt64, into target: RangeTarget,
                   deadline: Deadline) throws -> Int {
-        guard buffer.count > 0 else { return 0 }
+        guard target.count > 0 else { return 0 }
         let url = blobURL(repository: repository, digest: digest)
-        let range = offset..<(offset + UInt64(buffer.count))
-        let r = try send(url: url, repository: repository, followRedirects: true, range: range, target: buffer,
+        let range = offset..<(offset + UInt64(target.count))
+        let r: HTTPTransport.Response
+        switch target {
+        case .buffer(let buffer):
+            r = try send(url: url, repository: repository, followRedirects: true, range: range, target: buffer,
                          deadline: deadline, viaP2P: true)
+        case .stream(let stream):
+            r = try send(url: url, repository: repository, followRedirects: true, range: range, stream: stream,
+                         deadline: deadline, viaP2P: true)
+        }
         if r.status == 416 { return 0 }
         try check(r, url)
         if r.status == 200 {
@@ -77,6 +121,9 @@ extension RegistryClient {
             return r.copied
         }
         guard r.status == 206 else { throw RegistryError.http(url: url, status: r.status) }
+        if case .stream = target, r.headers["content-range"] == nil {
+            throw RegistryError.badResponse(url: url, detail: "a 206 response without Content-Range")
+        }
         if let cr = r.headers["content-range"], !cr.hasPrefix("bytes \(offset)-") {
             throw RegistryError.badResponse(url: url, detail: "Content-Range '\(cr)' does not match the request")
         }

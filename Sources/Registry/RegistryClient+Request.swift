@@ -12,7 +12,8 @@ extension RegistryClient {
     /// one that works, and to the registry directly when the proxy fails.
     func send(url: String, repository: String, method: String = "GET", headers: [String] = [],
               followRedirects: Bool = false, range: Range<UInt64>? = nil,
-              target: UnsafeMutableRawBufferPointer? = nil, body: UnsafeRawBufferPointer? = nil,
+              target: UnsafeMutableRawBufferPointer? = nil, stream: HTTPTransport.BodyStream? = nil,
+              body: UnsafeRawBufferPointer? = nil,
               push: Bool = false, deadline given: Deadline? = nil, viaP2P: Bool = false) throws -> HTTPTransport.Response {
         let scope = "repository:\(repository):" + (push ? "pull,push" : "pull")
         let deadline = given ?? Deadline(seconds: options.timeoutSeconds)
@@ -58,7 +59,7 @@ extension RegistryClient {
             do {
                 requestCount.add(1, ordering: .relaxed)
                 if p2p != nil { RegistryMetrics.shared.p2pFetches.increment() }
-                response = try transport.perform(request, into: target)
+                response = try transport.perform(request, into: target, stream: stream)
             } catch let e as RegistryError {
                 RegistryMetrics.shared.errors(kind: e.kind).increment()
                 if p2p != nil {

@@ -6,7 +6,7 @@ import Threading
 /// A registry blob seen as a read-only file: every read is an HTTP range request.
 /// Identical ranges requested while one is in flight are fetched once: later callers
 /// wait for the first and copy its bytes. (The BlockCache module wraps this.)
-public final class RemoteBlob: BlockFile, @unchecked Sendable {
+public final class RemoteBlob: StreamingBlockFile, @unchecked Sendable {
     public let client: RegistryClient
     public let repository: String
     public let digest: String
@@ -79,5 +79,15 @@ public final class RemoteBlob: BlockFile, @unchecked Sendable {
         shared.finish()
         if let failure { throw failure }
         return n
+    }
+
+    /// Streams a range straight from the registry (not coalesced with identical reads:
+    /// the cache above already fetches each unit once).
+    public func stream(at offset: UInt64, count: Int, into deliver: (UnsafeRawBufferPointer) throws -> Void) throws -> Int {
+        guard offset < size, count > 0 else { return 0 }
+        let n = Int(min(UInt64(count), size - offset))
+        let got = try client.streamBlob(repository: repository, digest: digest, offset: offset, count: n, deliver)
+        guard got == n else { throw BlockIOError.truncated(name: name, offset: offset, wanted: n, got: got) }
+        return got
     }
 }

@@ -30,6 +30,9 @@ public final class FaultProxy: @unchecked Sendable {
         /// Forwards the request with its Range cut to at most this many bytes: a valid but
         /// shorter 206 than asked.
         case shortRange(bytes: Int)
+        /// Forwards the request without its Range header: the whole blob comes back as a
+        /// 200 (a server or middlebox that ignores ranges).
+        case ignoreRange
         /// Sends the head and this many body bytes, then the whole proxy dies: the
         /// listener closes and every open connection is reset.
         case die(afterBytes: Int)
@@ -226,6 +229,8 @@ public final class FaultProxy: @unchecked Sendable {
             if let r = request.range, let start = FaultProxy.rangeStart(r) {
                 lines = lines.map { $0.lowercased().hasPrefix("range:") ? "Range: bytes=\(start)-\(start + UInt64(bytes) - 1)" : $0 }
             }
+        case .ignoreRange:
+            lines = lines.filter { !$0.lowercased().hasPrefix("range:") }
         default: break
         }
         // Forward with "Connection: close", read the whole response.

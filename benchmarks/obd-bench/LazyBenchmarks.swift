@@ -66,10 +66,14 @@ enum LazyBenchmarks {
         for round in 0..<rounds {
             sync()
             let cfg = try writeConfigs(dir: s.dir, host: s.registry.host, digest: s.digest, blobSize: s.blob.size, cache: "\(s.dir)/cache\(round)")
+            let cpu0 = processCPUSeconds(getpid()), reg0 = processCPUSeconds(s.registry.pid)
             let t0 = now()
             let image = try Image.open(configPath: cfg.image, global: GlobalConfig.load(from: cfg.global))
             try readAllData(image.stack, buf)
-            out += "obd cold read round \(round): \(fmt(now() - t0, 3)) s\n"
+            let t = now() - t0
+            let requests = image.remoteLayers.map { $0.blob.client.requestCount.load(ordering: .relaxed) }.reduce(0, +)
+            out += "obd cold read round \(round): \(fmt(t, 3)) s, \(requests) requests, CPU obd \(fmt(processCPUSeconds(getpid()) - cpu0, 2)) s,"
+                + " registry \(fmt(processCPUSeconds(s.registry.pid) - reg0, 2)) s\n"
             image.close()
             _ = TestSupport.run(["/bin/rm", "-rf", "\(s.dir)/cache\(round)"])
         }
@@ -193,4 +197,14 @@ enum LazyBenchmarks {
             }
         }
     }
+}
+
+/// User plus system CPU seconds a process has used so far (/proc/PID/stat).
+func processCPUSeconds(_ pid: pid_t) -> Double {
+    guard let text = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
+          let close = text.lastIndex(of: ")") else { return 0 }
+    let fields = text[text.index(after: close)...].split(separator: " ")
+    // After the command: state is field 3, utime 14 and stime 15 (1-based, whole line).
+    guard fields.count > 12, let u = Double(fields[11]), let k = Double(fields[12]) else { return 0 }
+    return (u + k) / Double(sysconf(Int32(_SC_CLK_TCK)))
 }
