@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds the libFuzzer targets (ZFile header/jump table/tar wrapper, LSMT header/index,
 # configs, layer tar streams applied to ext4 (natively, metadata-only and as tar-meta), registry JSON/references, trace files, vhost-user
-# messages and descriptor chains, gzip indexes) with address sanitizer and runs each for SECONDS (default 30).
+# messages and descriptor chains, gzip indexes, control API requests) with address sanitizer and runs each for SECONDS (default 30).
 # Seeds are made fresh with the obd CLI; crashes are kept in fuzz-artifacts/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -12,7 +12,7 @@ if [ "$SECONDS_EACH" = "0" ]; then
 fi
 SCRATCH=.build-fuzz
 export OBD_FUZZ=1
-for t in zfile lsmt config tar registry trace vhost-user gzip-index; do
+for t in zfile lsmt config tar registry trace vhost-user gzip-index control-api; do
   swift build --scratch-path "$SCRATCH" -c debug --product "fuzz-$t" \
     -Xswiftc -sanitize=fuzzer,address -Xswiftc -parse-as-library 2>&1 | tail -1
 done
@@ -76,8 +76,16 @@ printf '\x10\x00\x01' > "$WORK/gzip-index/header"
 printf '\xf0\x0f\x40\x00\x02\x80' > "$WORK/gzip-index/body"
 printf 'ddgzidx\0' > "$WORK/gzip-index/magic"
 
+# Control API: method byte, request target, newline, body.
+mkdir -p "$WORK/control-api"
+printf '\001/v1/disks\n{"id":"d1","config":"/i/config.v1.json","mode":"writable","upper":"/u/d1","frontend":{"type":"vhost-user-blk","socket":"/run/d1.sock","queues":2}}' > "$WORK/control-api/add"
+printf '\001/v1/disks\n{"id":"d2","config":"/i/c.json","mode":"read-only","frontend":{"type":"nbd","socket":"/run/d2.sock"},"x":1}' > "$WORK/control-api/unknown"
+printf '\000/v1/disks/d1/stats\n' > "$WORK/control-api/stats"
+printf '\002/v1/disks/d1' > "$WORK/control-api/delete"
+printf '\000/v1/health?x=1\n' > "$WORK/control-api/health"
+
 status=0
-for t in zfile lsmt config tar registry trace vhost-user gzip-index; do
+for t in zfile lsmt config tar registry trace vhost-user gzip-index control-api; do
   echo "== fuzz-$t for ${SECONDS_EACH}s"
   if ! "$BIN/fuzz-$t" -max_total_time="$SECONDS_EACH" -max_len=16384 -timeout=10 -rss_limit_mb=4096 \
        -artifact_prefix=fuzz-artifacts/ -print_final_stats=1 "$WORK/$t" 2>"$WORK/$t.log"; then
