@@ -93,7 +93,7 @@ let package = Package(
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
         // Benchmarks: obd and its anchors measured side by side (benchmarks/run.sh).
-        .executableTarget(name: "obd-bench", dependencies: ["Threading", "BlockIO", "ZFile", "LSMT", "Image", "Registry", "BlockCache", "Trace", "TestSupport", "CLZ4", "CZstd"],
+        .executableTarget(name: "obd-bench", dependencies: ["Threading", "BlockIO", "ZFile", "LSMT", "Image", "Registry", "BlockCache", "Trace", "TestSupport", "Ext4", "CLZ4", "CZstd"],
                           path: "benchmarks/obd-bench"),
         // Test helper: a writer that the crash test kills with SIGKILL.
         .executableTarget(name: "obd-crash-writer", dependencies: ["Threading", "BlockIO", "LSMT", "TestSupport"]),

@@ -2,11 +2,15 @@
 # Runs every obd benchmark (release build) and writes the tables to
 # benchmarks/results/latest.md. Each table measures obd and its anchor in the same run
 # and prints their ratio. `benchmarks/run.sh --quick` uses smaller inputs;
-# `benchmarks/run.sh NAME` runs one (zfile-read, zfile-compress, lookup, stack-read, lazy, cache-hit, trace)
-# into benchmarks/results/NAME-latest.md.
+# `benchmarks/run.sh NAME` runs one (zfile-read, zfile-compress, lookup, stack-read, lazy, cache-hit, trace;
+# turbo runs benchmarks/turbo-bench.sh) into benchmarks/results/NAME-latest.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 tools/install-deps.sh >/dev/null
+# Script benchmarks (each writes its own results/NAME-latest.md).
+case "${1:-}" in
+  turbo) exec benchmarks/turbo-bench.sh ;;
+esac
 swift build -c release --product obd-bench 2>&1 | tail -1
 BIN=$(swift build -c release --show-bin-path)/obd-bench
 mkdir -p benchmarks/results

@@ -1,5 +1,6 @@
 // obd-bench: measures obd and its anchors side by side and prints tables with ratios.
 // Usage: obd-bench [zfile-read|zfile-compress|lookup|stack-read|lazy|cache-hit|trace|all] [--quick]
+//        obd-bench turbo-read REGISTRY_PORT NAME=CONFIG... --files LIST [--reads N]
 import BlockIO
 import Glibc
 
@@ -20,6 +21,18 @@ do {
         let rest = args.filter { !$0.hasPrefix("-") }
         guard rest.count == 3, let mib = Int(rest[2]) else { print("usage: obd-bench nbd-setup DIR MIB"); exit(2) }
         try NBDSetup.run(dir: rest[1], diskMiB: mib, corpus: corpus())
+        exit(0)
+    }
+    if which == "turbo-read" {
+        // obd-bench turbo-read REGISTRY_PORT NAME=CONFIG_TEMPLATE... --files LIST [--reads N] (benchmarks/turbo-bench.sh)
+        let rest = args.filter { !$0.hasPrefix("-") && $0.contains("=") }
+        let files = args.firstIndex(of: "--files").flatMap { args.indices.contains($0 + 1) ? args[$0 + 1] : nil }
+        let reads = args.firstIndex(of: "--reads").flatMap { args.indices.contains($0 + 1) ? Int(args[$0 + 1]) : nil } ?? 200
+        guard let port = args.dropFirst().first.flatMap({ UInt16($0) }), !rest.isEmpty, let files else {
+            print("usage: obd-bench turbo-read REGISTRY_PORT NAME=CONFIG... --files LIST [--reads N]"); exit(2)
+        }
+        let templates = rest.map { a in (String(a.split(separator: "=", maxSplits: 1)[0]), String(a.split(separator: "=", maxSplits: 1)[1])) }
+        print(try TurboBenchmarks.run(upstreamPort: port, templates: templates, files: files, work: work, reads: reads))
         exit(0)
     }
     if which == "zfile-read" || which == "all" {
