@@ -8,6 +8,9 @@ final class CacheMetrics: Sendable {
     /// Refill runs fetched from upstream, and their bytes.
     let misses = Counter(label: "obd_cache_misses_total")
     let fillBytes = Counter(label: "obd_cache_fill_bytes_total")
+    /// Foreground reads that waited for the network: each run of missing units a
+    /// foreground read fetched itself or waited for (prefetch and readahead not counted).
+    let foregroundWaits = Counter(label: "obd_cache_foreground_waits_total")
     /// Whole blobs evicted.
     let evictions = Counter(label: "obd_cache_evictions_total")
 }

@@ -217,6 +217,7 @@ public final class CachedFile: BlockFile, Sendable {
     /// their share of the registry's connections.
     private func fetch(_ r: Range<Int>) throws {
         let slot = WorkPriority.current == .background
+        if !slot { CacheMetrics.shared.foregroundWaits.increment() }
         if slot { cache.backgroundFetches.enter() }
         defer { if slot { cache.backgroundFetches.leave() } }
         let mine: [Int] = refills.withLock { st in
