@@ -70,6 +70,8 @@ struct ServeNBDCommand: ParsableCommand {
             writeStandardError("obd: serving \(imageConfig) over nbd on \(server.address) (\(disk.size) bytes, \(export.readOnly ? "read-only" : "writable"))\n")
             var sig: Int32 = 0
             sigwait(&set, &sig)
+            // Reads blocked on the registry (an outage under blockOnOutage) end now.
+            image.cancelFetches()
             server.stop()
             do { try disk.flush() } catch { writeStandardError("obd: error: flush on exit failed: \(error)\n"); throw ExitCode.failure }
             image.close()

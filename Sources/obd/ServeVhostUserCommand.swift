@@ -44,6 +44,8 @@ struct ServeVhostUserCommand: ParsableCommand {
             writeStandardError("obd: serving \(imageConfig) over vhost-user-blk on \(socket) (\(disk.size) bytes, \(queues) queues, \(ro ? "read-only" : "writable"))\n")
             var sig: Int32 = 0
             sigwait(&set, &sig)
+            // Reads blocked on the registry (an outage under blockOnOutage) end now.
+            image.cancelFetches()
             server.stop()
             do { try disk.flush() } catch { writeStandardError("obd: error: flush on exit failed: \(error)\n"); throw ExitCode.failure }
             image.close()
