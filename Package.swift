@@ -88,7 +88,7 @@ let package = Package(
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
         .executableTarget(name: "obd-tcmu", dependencies: [
-            "TCMU", "Image", "BlockIO", "MetricsExporter",
+            "TCMU", "Image", "BlockIO", "Threading", "MetricsExporter",
             .product(name: "Logging", package: "swift-log"),
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),

@@ -68,35 +68,12 @@ struct OBDTCMU: ParsableCommand {
             throw ExitCode.failure
         }
         logger.info("obd-tcmu: ready (global config: \(path ?? (access(GlobalConfig.defaultPath, F_OK) == 0 ? GlobalConfig.defaultPath : "built-in defaults")))")
-        SystemdNotify.send("READY=1\nSTATUS=taking devices")
+        SystemdNotify.notify("READY=1\nSTATUS=taking devices")
         var sig: Int32 = 0
         sigwait(&set, &sig)
-        SystemdNotify.send("STOPPING=1")
+        SystemdNotify.notify("STOPPING=1")
         logger.info("obd-tcmu: signal \(sig): stopping \(service.deviceCount) device(s)")
         service.shutdown()
         logger.info("obd-tcmu: stopped")
-    }
-}
-
-/// sd_notify(3) without libsystemd: a datagram to $NOTIFY_SOCKET.
-enum SystemdNotify {
-    static func send(_ state: String) {
-        guard let env = getenv("NOTIFY_SOCKET") else { return }
-        var path = String(cString: env)
-        if path.hasPrefix("@") { path = "\0" + path.dropFirst() }
-        let fd = socket(AF_UNIX, Int32(SOCK_DGRAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
-        guard fd >= 0 else { return }
-        defer { close(fd) }
-        var addr = sockaddr_un()
-        addr.sun_family = sa_family_t(AF_UNIX)
-        let bytes = Array(path.utf8)
-        guard bytes.count < MemoryLayout.size(ofValue: addr.sun_path) else { return }
-        withUnsafeMutableBytes(of: &addr.sun_path) { raw in for (i, b) in bytes.enumerated() { raw[i] = b } }
-        let len = socklen_t(MemoryLayout<sa_family_t>.size + bytes.count)
-        _ = state.withCString { msg in
-            withUnsafePointer(to: &addr) {
-                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { sendto(fd, msg, strlen(msg), 0, $0, len) }
-            }
-        }
     }
 }

@@ -4,6 +4,7 @@ import Daemon
 import Glibc
 import Image
 import MetricsExporter
+import Threading
 
 struct DaemonCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -57,10 +58,10 @@ struct DaemonCommand: ParsableCommand {
         let daemon = try HostDaemon(controlSocket: socket, options: options, workers: workers) { writeStandardError("obd: " + $0 + "\n") }
         let restored = daemon.registry.count
         writeStandardError("obd: daemon ready on \(socket) (\(restored) disk(s) restored, \(daemon.restoreFailures.count) failed; state: \(state ?? "none"))\n")
-        Readiness.notify("READY=1\nSTATUS=serving \(restored) disk(s)")
+        SystemdNotify.notify("READY=1\nSTATUS=serving \(restored) disk(s)")
         var sig: Int32 = 0
         sigwait(&set, &sig)
-        Readiness.notify("STOPPING=1")
+        SystemdNotify.notify("STOPPING=1")
         writeStandardError("obd: signal \(sig): stopping \(daemon.registry.count) disk(s)\n")
         daemon.shutdown()
         writeStandardError("obd: stopped\n")

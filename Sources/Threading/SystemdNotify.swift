@@ -1,7 +1,8 @@
 import Glibc
 
-/// sd_notify(3) without libsystemd: one datagram to `$NOTIFY_SOCKET` (nothing when unset).
-public enum Readiness {
+/// sd_notify(3) without libsystemd: one datagram to `$NOTIFY_SOCKET` (nothing when
+/// unset). The services (obd-tcmu, obd daemon) tell systemd they are ready or stopping.
+public enum SystemdNotify {
     /// Sends `state` (e.g. "READY=1\nSTATUS=...") to the service manager, if any.
     public static func notify(_ state: String) {
         guard let env = getenv("NOTIFY_SOCKET") else { return }
