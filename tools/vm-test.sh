@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # VM integration tests with a real kernel (QEMU guest, TCG): see tools/vm/.
-#   tools/vm-test.sh [nbd] [virtio] [vhost] [tcmu] [tcmu-crash] [remote] [convert] [boot]     (default: all)
+#   tools/vm-test.sh [nbd] [virtio] [vhost] [tcmu] [tcmu-crash] [remote] [convert] [turbo] [boot]     (default: all)
 # Needs the reference files (../shared/testdata/overlaybd-ref or $OBD_REFERENCE_DIR).
 # VM tests run one at a time (2 cores).
 set -euo pipefail
@@ -52,7 +52,7 @@ vhost_kill_and_restart() {
 }
 
 tests=("$@")
-[ ${#tests[@]} -gt 0 ] || tests=(nbd virtio vhost tcmu tcmu-crash remote convert boot)
+[ ${#tests[@]} -gt 0 ] || tests=(nbd virtio vhost tcmu tcmu-crash remote convert turbo boot)
 status=0
 for t in "${tests[@]}"; do
   echo "== vm test: $t"
@@ -147,6 +147,16 @@ for t in "${tests[@]}"; do
       out=$(VM_LOG=$W/console-convert.log tools/vm/run.sh tools/vm/guest-convert.sh "$TCMU" "$C" "$PY" 2>&1) || true
       echo "$out" | grep -E "^(CONVERT-|e2fsck|GUEST-)" || true
       echo "$out" | grep -q GUEST-CONVERT-OK || { echo "$out" | tail -30; echo "vm-test: FAIL: convert"; status=1; }
+      ;;
+    turbo)
+      # obd convert --turbo-oci of the fixture layers in a registry storage folder; the guest
+      # serves it on its loopback, obd-tcmu reads it lazily, the kernel mounts it.
+      C=$W/turbo
+      tools/vm/push-turbo-image.sh "$OBD" "$ROOT/Tests/ConvertTests/Fixtures/layers.py" "$C" \
+        || { cat "$C/convert.log" 2>/dev/null; echo "vm-test: FAIL: turbo (conversion)"; status=1; continue; }
+      out=$(VM_LOG=$W/console-turbo.log tools/vm/run.sh tools/vm/guest-turbo.sh "$TCMU" "$C" "$ROOT/Tests/ConvertTests/Fixtures/layers.py" 2>&1) || true
+      echo "$out" | grep -E "^(TURBO-|e2fsck|GUEST-)" || true
+      echo "$out" | grep -q GUEST-TURBO-OK || { echo "$out" | tail -30; echo "vm-test: FAIL: turbo"; status=1; }
       ;;
     boot)
       # The guest's root file system is an obd image with remote lowers (Debian minbase,
