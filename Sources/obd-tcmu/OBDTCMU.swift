@@ -50,11 +50,8 @@ struct OBDTCMU: ParsableCommand {
         defer { metrics?.stop() }
         let log = logger
         let service = TCMUService(global: global, workers: workers) { log.info("\($0)") }
-        var set = sigset_t()
-        sigemptyset(&set)
-        sigaddset(&set, SIGTERM)
-        sigaddset(&set, SIGINT)
-        pthread_sigmask(SIG_BLOCK, &set, nil)
+        // Taken by this thread; the threads started from here on inherit the mask.
+        let signals = TerminationSignals.block()
         do {
             try service.start()
         } catch {
@@ -69,8 +66,7 @@ struct OBDTCMU: ParsableCommand {
         }
         logger.info("obd-tcmu: ready (global config: \(path ?? (access(GlobalConfig.defaultPath, F_OK) == 0 ? GlobalConfig.defaultPath : "built-in defaults")))")
         SystemdNotify.notify("READY=1\nSTATUS=taking devices")
-        var sig: Int32 = 0
-        sigwait(&set, &sig)
+        let sig = signals.wait()
         SystemdNotify.notify("STOPPING=1")
         logger.info("obd-tcmu: signal \(sig): stopping \(service.deviceCount) device(s)")
         service.shutdown()

@@ -44,13 +44,8 @@ struct DaemonCommand: ParsableCommand {
         }
         if let endpoint { writeStandardError("obd: metrics on port \(endpoint.port) at \(endpoint.uriPrefix)\n") }
         defer { endpoint?.stop() }
-        // Signals are taken by this thread with sigwait; every other thread inherits the mask.
-        var set = sigset_t()
-        sigemptyset(&set)
-        sigaddset(&set, SIGTERM)
-        sigaddset(&set, SIGINT)
-        pthread_sigmask(SIG_BLOCK, &set, nil)
-        signal(SIGPIPE, SIG_IGN)
+        // Taken by this thread; the threads started from here on inherit the mask.
+        let signals = TerminationSignals.block()
         var options = DiskRegistry.Options(global: global, statePath: state)
         if endpoint != nil {
             options.decorate = { (file: any BlockFile, id: String) -> any BlockFile in MeteredFile(file, device: id) }
@@ -59,8 +54,7 @@ struct DaemonCommand: ParsableCommand {
         let restored = daemon.registry.count
         writeStandardError("obd: daemon ready on \(socket) (\(restored) disk(s) restored, \(daemon.restoreFailures.count) failed; state: \(state ?? "none"))\n")
         SystemdNotify.notify("READY=1\nSTATUS=serving \(restored) disk(s)")
-        var sig: Int32 = 0
-        sigwait(&set, &sig)
+        let sig = signals.wait()
         SystemdNotify.notify("STOPPING=1")
         writeStandardError("obd: signal \(sig): stopping \(daemon.registry.count) disk(s)\n")
         daemon.shutdown()

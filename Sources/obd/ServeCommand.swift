@@ -59,17 +59,11 @@ struct ServeNBDCommand: ParsableCommand {
                 if host.hasPrefix("[") && host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
                 try server.listen(host: host, port: port)
             }
-            // Signals are taken by this thread with sigwait; every other thread blocks them.
-            var set = sigset_t()
-            sigemptyset(&set)
-            sigaddset(&set, SIGTERM)
-            sigaddset(&set, SIGINT)
-            pthread_sigmask(SIG_BLOCK, &set, nil)
-            signal(SIGPIPE, SIG_IGN)
+            // Taken by this thread; the threads started from here on inherit the mask.
+            let signals = TerminationSignals.block()
             try NamedThread.detach(name: "obd-nbd-accept") { server.serve() }
             writeStandardError("obd: serving \(imageConfig) over nbd on \(server.address) (\(disk.size) bytes, \(export.readOnly ? "read-only" : "writable"))\n")
-            var sig: Int32 = 0
-            sigwait(&set, &sig)
+            let sig = signals.wait()
             // Reads blocked on the registry (an outage under blockOnOutage) end now.
             image.cancelFetches()
             server.stop()

@@ -1,6 +1,7 @@
 import ArgumentParser
 import BlockIO
 import Glibc
+import Threading
 import Image
 import VhostUser
 
@@ -29,21 +30,15 @@ struct ServeVhostUserCommand: ParsableCommand {
             let global = try GlobalConfig.load(path: config)
             let image = try Image.open(configPath: imageConfig, global: global, writable: !readOnly) { writeStandardError("obd: " + $0 + "\n") }
             let disk: any BlockFile = image.stack
-            // Signals are taken by this thread with sigwait; the server's threads inherit the mask.
-            var set = sigset_t()
-            sigemptyset(&set)
-            sigaddset(&set, SIGTERM)
-            sigaddset(&set, SIGINT)
-            pthread_sigmask(SIG_BLOCK, &set, nil)
-            signal(SIGPIPE, SIG_IGN)
+            // Taken by this thread; the threads started from here on inherit the mask.
+            let signals = TerminationSignals.block()
             let ro = readOnly || !disk.isWritable
             let server = try VhostUserBlkServer(file: disk, socketPath: socket, readOnly: ro, queues: queues, serial: serial) {
                 writeStandardError("obd: " + $0 + "\n")
             }
             try server.start()
             writeStandardError("obd: serving \(imageConfig) over vhost-user-blk on \(socket) (\(disk.size) bytes, \(queues) queues, \(ro ? "read-only" : "writable"))\n")
-            var sig: Int32 = 0
-            sigwait(&set, &sig)
+            let sig = signals.wait()
             // Reads blocked on the registry (an outage under blockOnOutage) end now.
             image.cancelFetches()
             server.stop()
