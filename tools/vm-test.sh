@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # VM integration tests with a real kernel (QEMU guest, TCG): see tools/vm/.
-#   tools/vm-test.sh [nbd] [virtio] [vhost] [tcmu] [tcmu-crash] [remote] [convert] [turbo] [boot]     (default: all)
+#   tools/vm-test.sh [nbd] [virtio] [vhost] [tcmu] [tcmu-crash] [remote] [trace] [convert] [turbo] [boot]     (default: all)
 # Needs the reference files (../shared/testdata/overlaybd-ref or $OBD_REFERENCE_DIR).
 # VM tests run one at a time (2 cores).
 set -euo pipefail
@@ -52,7 +52,7 @@ vhost_kill_and_restart() {
 }
 
 tests=("$@")
-[ ${#tests[@]} -gt 0 ] || tests=(nbd virtio vhost tcmu tcmu-crash remote convert turbo boot)
+[ ${#tests[@]} -gt 0 ] || tests=(nbd virtio vhost tcmu tcmu-crash remote trace convert turbo boot)
 status=0
 for t in "${tests[@]}"; do
   echo "== vm test: $t"
@@ -132,6 +132,16 @@ for t in "${tests[@]}"; do
       out=$(VM_LOG=$W/console-remote.log tools/vm/run.sh tools/vm/guest-remote.sh "$TCMU" "$TOKENSRV" "$R" 2>&1) || true
       echo "$out" | grep -E "^(==|REMOTE-|wrong credentials|GUEST-)" || true
       echo "$out" | grep -q GUEST-REMOTE-OK || { echo "$out" | tail -30; echo "vm-test: FAIL: remote"; status=1; }
+      ;;
+    trace)
+      # Trace record -> obd trace stop (lock removed) -> .ok on a running obd-tcmu device whose
+      # lowers come from a docker-registry on the guest's loopback; replay of that trace into an
+      # empty cache by a second device (tools/vm/guest-trace.sh).
+      R=$W/trace
+      tools/vm/push-reference-image.sh "$L" "$R"
+      out=$(VM_LOG=$W/console-trace.log tools/vm/run.sh tools/vm/guest-trace.sh "$TCMU" "$OBD" "$R" 2>&1) || true
+      echo "$out" | grep -E "^(==|TRACE-|  checksum|  layer|GUEST-)" || true
+      echo "$out" | grep -q GUEST-TRACE-OK || { echo "$out" | tail -30; echo "vm-test: FAIL: trace"; status=1; }
       ;;
     convert)
       # obd convert of the fixture layers; the guest mounts the result with its ext4.
