@@ -136,7 +136,8 @@ for t in "${tests[@]}"; do
     trace)
       # Trace record -> obd trace stop (lock removed) -> .ok on a running obd-tcmu device whose
       # lowers come from a docker-registry on the guest's loopback; replay of that trace into an
-      # empty cache by a second device (tools/vm/guest-trace.sh).
+      # empty cache by a second device; then the trace attached (obd trace attach) as an
+      # acceleration layer, opened with accelerationLayer: true (tools/vm/guest-trace.sh).
       R=$W/trace
       tools/vm/push-reference-image.sh "$L" "$R"
       out=$(VM_LOG=$W/console-trace.log tools/vm/run.sh tools/vm/guest-trace.sh "$TCMU" "$OBD" "$R" 2>&1) || true

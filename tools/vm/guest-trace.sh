@@ -12,7 +12,11 @@
 #  2. replay: a second obd-tcmu with an empty cache opens a device whose recordTracePath
 #     is that trace; its prefetch finishes (every range, no failure, registry fetches
 #     counted); the same reads then find every block in the cache: no foreground read
-#     waits for the network (obd_cache_foreground_waits_total does not move).
+#     waits for the network (obd_cache_foreground_waits_total does not move);
+#  3. acceleration layer: obd trace attach appends that trace to obd/ref:v1 as ACI's
+#     acceleration layer (pushed to the same registry); skopeo sees its annotations; a
+#     device with the three remote lowers and accelerationLayer: true replays it into an
+#     empty cache when it opens, and the files read back right with no network wait.
 # The cache refills in 16 KiB units, so the 240 KB blobs are not fetched whole by the
 # first read and the replay has something to cover.
 set -u
@@ -118,5 +122,38 @@ F1=$(metric obd_registry_fetches_total) W1=$(metric obd_cache_foreground_waits_t
 umount /run/t
 echo "TRACE-REPLAY $PREFETCH_LINE; $F0 registry fetches before the reads; the recorded reads: $((W1 - W0)) foreground waits, $((F1 - F0)) registry fetches"
 detach 2
+stop_tcmu
+echo "== 3. the trace as an acceleration layer of the image, opened with accelerationLayer: true"
+timeout 300 "$OBD" trace attach --plain-http -d "$W/attach-work" "$REG/obd/ref:v1" "$TRACE" "$REG/obd/ref:v1-acc" > "$W/attach.txt" 2>&1 \
+  || fail "obd trace attach: $(cat "$W/attach.txt")"
+skopeo inspect --raw --tls-verify=false "docker://$REG/obd/ref:v1-acc" > "$W/acc-manifest.json" || fail "skopeo inspect"
+ACC=$(python3 -c '
+import json, sys
+m = json.load(open(sys.argv[1]))
+l = m["layers"]
+top = l[-1]; a = top.get("annotations", {})
+assert len(l) == 3, "%d layers" % len(l)
+assert a.get("containerd.io/snapshot/overlaybd/acceleration-layer") == "yes", a
+assert top["mediaType"] == "application/vnd.oci.image.layer.v1.tar", top["mediaType"]
+print(top["digest"], top["size"], l[0]["digest"], l[1]["digest"])' "$W/acc-manifest.json") || fail "acceleration layer manifest: $(cat "$W/acc-manifest.json")"
+set -- $ACC
+[ "$3" = "$D1" ] && [ "$4" = "$D2" ] || fail "the lower layers changed: $ACC"
+echo "TRACE-ATTACH $REG/obd/ref:v1-acc: acceleration layer $1 ($2 bytes), annotation acceleration-layer: yes"
+global acc
+image_config acc "$LOWERS, {\"digest\": \"$1\", \"size\": $2}" '"accelerationLayer": true'
+start_tcmu acc
+attach 3 "$W/acc.json" || fail "enable dev_3: $(cat "$W/result-acc" 2>/dev/null)"
+[ "$(cat "$W/result-acc")" = success ] || fail "result file of dev_3"
+wait_prefetch acc
+F0=$(metric obd_registry_fetches_total) W0=$(metric obd_cache_foreground_waits_total)
+mount -o ro "$DEV" /run/t || fail "mount (acceleration layer)"
+read_recorded acceleration
+F1=$(metric obd_registry_fetches_total) W1=$(metric obd_cache_foreground_waits_total)
+[ "$W1" -eq "$W0" ] || fail "with the acceleration layer the recorded reads waited $((W1 - W0)) times for the network"
+[ "$(hashof /run/t/data/random.bin)" = "$H_RANDOM" ] || fail "random.bin (acceleration layer)"
+umount /run/t
+e2fsck -fn "$DEV" > "$W/fsck-acc.log" 2>&1; rc=$?; [ $rc -le 4 ] || fail "e2fsck $rc (acceleration layer)"
+echo "TRACE-ACCEL $PREFETCH_LINE; $F0 registry fetches before the reads (acceleration layer included); the recorded reads: $((W1 - W0)) foreground waits; e2fsck -fn exit $rc"
+detach 3
 stop_tcmu
 echo "GUEST-TRACE-OK"

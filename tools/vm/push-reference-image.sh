@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Pushes overlaybd's reference layers 1 and 2 (ZFile, the first tar-wrapped) as the
-# image obd/ref:v1 into a docker-registry storage folder, with skopeo through a
+# image obd/ref:v1 (overlaybd layer annotations) into a docker-registry storage folder, with skopeo through a
 # registry started on the host's loopback for the push only (stopped by PID).
 #   push-reference-image.sh LSMT-REF-DIR OUT     -> OUT/regdata, OUT/digests.env
 set -euo pipefail
@@ -11,11 +11,15 @@ blob() { # blob FILE -> prints hex, stores the blob
 }
 L1=$L/l1/layer1.commit.lz4.zfile.tar L2=$L/l2/layer2.commit.lz4.zfile
 h1=$(blob "$L1") h2=$(blob "$L2")
+# A layer descriptor with overlaybd's annotations, as obd convert and ACI write them.
+layer() { # layer HEX SIZE
+  printf '{"mediaType":"application/vnd.oci.image.layer.v1.tar","digest":"sha256:%s","size":%s,"annotations":{"containerd.io/snapshot/overlaybd/version":"0.1.0","containerd.io/snapshot/overlaybd/blob-digest":"sha256:%s","containerd.io/snapshot/overlaybd/blob-size":"%s"}}' "$1" "$2" "$1" "$2"
+}
 s1=$(stat -c %s "$L1") s2=$(stat -c %s "$L2")
 printf '{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":["sha256:%s","sha256:%s"]}}' "$h1" "$h2" > "$R/config.json"
 hc=$(blob "$R/config.json") sc=$(stat -c %s "$R/config.json")
-printf '{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"sha256:%s","size":%s},"layers":[{"mediaType":"application/vnd.oci.image.layer.v1.tar","digest":"sha256:%s","size":%s},{"mediaType":"application/vnd.oci.image.layer.v1.tar","digest":"sha256:%s","size":%s}]}' \
-  "$hc" "$sc" "$h1" "$s1" "$h2" "$s2" > "$R/manifest.json"
+printf '{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"sha256:%s","size":%s},"layers":[%s,%s]}' \
+  "$hc" "$sc" "$(layer "$h1" "$s1")" "$(layer "$h2" "$s2")" > "$R/manifest.json"
 hm=$(blob "$R/manifest.json") sm=$(stat -c %s "$R/manifest.json")
 printf '{"imageLayoutVersion":"1.0.0"}' > "$R/oci/oci-layout"
 printf '{"schemaVersion":2,"manifests":[{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"sha256:%s","size":%s,"annotations":{"org.opencontainers.image.ref.name":"v1"}}]}' "$hm" "$sm" > "$R/oci/index.json"
