@@ -54,6 +54,10 @@ extension Image {
         }
         if !lower.gzipIndex.isEmpty {
             gzipIndex = try local(config.resolve(lower.gzipIndex))
+            // A named index must exist, unless the turbo blob (fetched below) brings one.
+            if gzipIndex == nil && (meta != nil || lower.digest.isEmpty) {
+                throw ImageError.config(path: config.path, detail: "lowers[\(i)]: gzipIndex \(config.resolve(lower.gzipIndex)) not found")
+            }
         } else if meta != nil, !dir.isEmpty {
             gzipIndex = try local(dir + "/" + TurboBlobMembers.gzipIndexName)
         }

@@ -136,6 +136,42 @@ struct TurboConvertTests {
         }
     }
 
+    @Test("hostile TurboOCI lowers: a gzip index of another blob, a zstd target, a missing target, a bad targetDigest, gzipIndex without a target: clear errors naming the layer")
+    func hostileLowers() throws {
+        let dir = TemporaryDirectory("obd-turbo-hostile")
+        defer { dir.remove() }
+        let src = try Self.source(dir)
+        let c = run([obd, "convert", "--turbo-oci", "--vsize", "4", "--cache-dir", "none", "-d", dir.file("w"), "--reserve",
+                     "oci:\(src.dir):v1", "oci:\(dir.file("out")):v1"])
+        #expect(c.status == 0, "\(c.err)")
+        let meta1 = try #require(run(["/bin/sh", "-c", "ls \(dir.file("w"))/layers/*/1/ext4.fs.meta"]).out.split(separator: "\n").first.map(String.init))
+        let index1 = String(meta1.dropLast("ext4.fs.meta".count)) + "gzip.meta"
+        let t1 = src.dir + "/blobs/sha256/" + src.layerDigests[1].dropFirst(7)
+        // The good local layer opens and reads.
+        func open(_ lower: String) throws -> Image {
+            try LocalRegistry.write(dir.file("c.json"), #"{"lowers": [\#(lower)]}"#)
+            return try Image.open(configPath: dir.file("c.json"))
+        }
+        _ = try open(#"{"file": "\#(meta1)", "gzipIndex": "\#(index1)", "targetFile": "\#(t1)"}"#)
+        func expectError(_ lower: String, _ text: String, sourceLocation: SourceLocation = #_sourceLocation) {
+            do {
+                _ = try open(lower)
+                Issue.record("opened: \(lower)", sourceLocation: sourceLocation)
+            } catch {
+                #expect("\(error)".contains(text), "\(error)", sourceLocation: sourceLocation)
+            }
+        }
+        // An index made for another gzip file of the same tar (gzip -1): its sizes do not match.
+        _ = run(["/bin/sh", "-c", "gzip -1 -n -c \(dir.file("layers/update.tar")) > \(dir.file("other.tar.gz"))"])
+        _ = run([obd, "apply", "--turbo-oci", "--export", "--gz-index-path", dir.file("other.meta"), dir.file("other.tar.gz"), dir.file("other.tarmeta")])
+        expectError(#"{"file": "\#(meta1)", "gzipIndex": "\#(dir.file("other.meta"))", "targetFile": "\#(t1)"}"#, "lowers[0]")
+        expectError(#"{"file": "\#(meta1)", "targetFile": "\#(dir.file("layers/sparse.tar.zst"))"}"#, "zstd")
+        expectError(#"{"file": "\#(meta1)", "targetFile": "\#(dir.file("missing.tar"))"}"#, "TurboOCI target not found")
+        expectError(#"{"file": "\#(meta1)", "targetDigest": "sha256:00"}"#, "'targetDigest'")
+        expectError(#"{"file": "\#(meta1)", "gzipIndex": "\#(index1)"}"#, "needs a TurboOCI target")
+        expectError(#"{"file": "\#(meta1)", "gzipIndex": "\#(dir.file("nope.meta"))", "targetFile": "\#(t1)"}"#, "not found")
+    }
+
     @Test("Debian minbase (gzip + plain tar) converted with --turbo-oci through the registry: the remote image's tree equals umoci's unpack, e2fsck -fn is clean, and the turbo blobs are a few percent of the source",
           .enabled(if: DebianImageTests.present || ReferenceFiles.isCI))
     func debianMinbase() throws {
