@@ -10,7 +10,10 @@
 #  2. second boot of the same upper: the stamp is there; then e2fsck -fn of the
 #     exported disk passes and debugfs finds the stamp;
 #  3. read-only boot recording a trace (recordTracePath, obd trace stop), which must
-#     inspect clean; 4. a boot with that trace replayed into an empty cache.
+#     inspect clean; 4. a boot with that trace replayed into an empty cache;
+#  5. a cold boot with a priority list (tools/vm/boot-priority.list: the files the
+#     workload runs and reads) as recordTracePath content: the list resolves to files of
+#     the image's ext4, every range is prefetched (counted) and the guest boots.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 OBD=$1 BW=$2
@@ -44,6 +47,7 @@ VM_LOG=$BW/vm1.console tools/vm/boot-vm.sh "$BW/rw.sock" rw "obd.write=$TOKEN" >
 check_boot "$BW/vm1.log"
 grep -q "^BOOT-STAMP-WRITTEN $TOKEN$" "$BW/vm1.log" || fail "stamp not written"
 fetches=$(boot_metric obd_registry_fetches_total); bytes=$(boot_metric obd_registry_fetch_bytes_total)
+COLD_WAITS=$(boot_metric obd_cache_foreground_waits_total)
 cache_kb=$(du -sk "$BW/rw.cache" | cut -f1)
 echo "BOOT-REGISTRY $fetches fetches, $bytes bytes; cache dir ${cache_kb} KiB allocated"
 [ "$fetches" -gt 0 ] && [ "$bytes" -gt 0 ] && [ "$cache_kb" -gt 1024 ] || fail "the registry was not used"
@@ -84,4 +88,25 @@ check_boot "$BW/vm4.log"
 [ "$(sed -n 's/^BOOT-BIN //p' "$BW/vm4.log")" = "$HASH" ] || fail "binaries read differently (replay)"
 echo "BOOT-REPLAY $(boot_metric obd_registry_fetches_total) fetches, $(boot_metric obd_registry_fetch_bytes_total) bytes"
 boot_stop_server || fail "obd serve nbd exit status (boot 4)"
+
+echo "== 5. cold boot with a priority list"
+cp tools/vm/boot-priority.list "$BW/boot.list"
+"$OBD" trace inspect --no-records "$BW/boot.list" > "$BW/list.txt" || { cat "$BW/list.txt"; fail "trace inspect of the priority list"; }
+grep -q '^format: priority list' "$BW/list.txt" || fail "not read as a priority list: $(cat "$BW/list.txt")"
+boot_global pri; boot_config pri ro "\"recordTracePath\":\"$BW/boot.list\""
+boot_serve pri --read-only || fail "serve pri"
+VM_LOG=$BW/vm5.console tools/vm/boot-vm.sh "$BW/pri.sock" ro > "$BW/vm5.log" 2>&1 || { tail -30 "$BW/vm5.log"; fail "boot 5"; }
+check_boot "$BW/vm5.log"
+[ "$(sed -n 's/^BOOT-BIN //p' "$BW/vm5.log")" = "$HASH" ] || fail "binaries read differently (priority list)"
+boot_wait_for 120 grep -q "prefetch finished" "$BW/pri.serve.log" || fail "no 'prefetch finished' 120 s after the boot: $(grep prefetch "$BW/pri.serve.log")"
+plan=$(grep -m1 "priority list of" "$BW/pri.serve.log" | sed 's/.*priority list of //')
+done_line=$(grep -m1 "prefetch finished" "$BW/pri.serve.log" | sed 's/.*prefetch finished: //')
+echo "$done_line" | grep -q failed && fail "priority list prefetch failures: $done_line"
+d=$(echo "$done_line" | sed -n 's/^\([0-9]*\) of \([0-9]*\) ranges.*/\1/p'); t=$(echo "$done_line" | sed -n 's/^\([0-9]*\) of \([0-9]*\) ranges.*/\2/p')
+[ -n "$t" ] && [ "$t" -gt 0 ] && [ "$d" = "$t" ] || fail "priority list prefetch incomplete: $done_line"
+echo "$plan" | grep -q ' 0 missing' || fail "priority list paths missing from the image: $plan"
+pf=$(boot_metric obd_registry_fetches_total); pb=$(boot_metric obd_registry_fetch_bytes_total); pw=$(boot_metric obd_cache_foreground_waits_total)
+[ "$pf" -gt 0 ] && [ "$pb" -gt 0 ] || fail "the priority list prefetched nothing"
+echo "BOOT-PRIORITY list of $plan; prefetch $done_line; $pf fetches, $pb bytes; foreground network waits $pw (cold boot 1: $COLD_WAITS)"
+boot_stop_server || fail "obd serve nbd exit status (boot 5)"
 echo "BOOT-TEST-OK"
