@@ -99,6 +99,8 @@ let package = Package(
         .executableTarget(name: "obd-crash-writer", dependencies: ["Threading", "BlockIO", "LSMT", "TestSupport"]),
         // Test helper: the token server as a process (the VM test runs it in the guest).
         .executableTarget(name: "obd-token-server", dependencies: ["TestSupport"]),
+        // Benchmark helper: a loopback proxy adding per-request latency (benchmarks/boot-bench.sh).
+        .executableTarget(name: "obd-latency-proxy", dependencies: ["TestSupport"]),
 
         // Shared by the tests and the crash writer: reference-file lookup, seeded data.
         .target(name: "TestSupport", dependencies: [
