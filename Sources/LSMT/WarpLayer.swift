@@ -1,4 +1,5 @@
 import BlockIO
+import Threading
 
 /// A committed TurboOCI ("warp") layer opened with its target, as overlaybd's
 /// `open_warpfile_ro(blob, target)` (`formats/LSMT.md` section 13): a read-only LSMT file
@@ -82,6 +83,54 @@ public final class WarpLayer: BlockFile, Sendable {
         }
     }
 
+    /// Largest hole in the target between two entries a run may read through.
+    static let runGap: UInt64 = 64 << 10
+    /// Largest target range one run reads.
+    static let runLimit: UInt64 = 8 << 20
+    /// Per-thread room for a run's target bytes.
+    private static let runScratch = ThreadLocal { ScratchBuffer(capacity: 1 << 20) }
+
+    /// Reads a run of index-adjacent tag-1 entries from `i` on whose target ranges ascend
+    /// with small holes (consecutive files of a tar: headers and padding between them) in
+    /// one target read, then scatters it; the disk gaps between the entries read as zeros.
+    /// One large read instead of one per file lets the cache below fetch it in one request.
+    /// Returns the new position and entry index, or nil when no run of two entries starts at `i`.
+    private func readTargetRun(_ segs: [Segment], from i: Int, pos: UInt64, offset: UInt64, end: UInt64,
+                               buffer: UnsafeMutableRawBufferPointer) throws -> (UInt64, Int)? {
+        let first = segs[i]
+        let tStart = first.moffset * 512 + (pos - first.offset * 512)
+        var j = i + 1
+        var tEnd = first.moffset * 512 + (min(first.end * 512, end) - first.offset * 512)
+        while j < segs.count {
+            let s = segs[j]
+            guard s.tag == 1, !s.zeroed, s.offset * 512 < end, s.moffset * 512 >= tEnd, s.moffset * 512 - tEnd <= Self.runGap else { break }
+            let stop = min(s.end * 512, end)
+            let e = s.moffset * 512 + (stop - s.offset * 512)
+            guard e - tStart <= Self.runLimit else { break }
+            tEnd = e
+            j += 1
+        }
+        guard j - i >= 2 else { return nil }
+        let count = Int(tEnd - tStart)
+        let scratch = UnsafeMutableRawBufferPointer(rebasing: Self.runScratch.value.reserve(count)[0..<count])
+        try Self.readTarget(target, into: scratch, at: tStart, layer: name)
+        var at = pos
+        for k in i..<j {
+            let s = segs[k]
+            let from = max(at, s.offset * 512)
+            if from > at {
+                UnsafeMutableRawBufferPointer(rebasing: buffer[Int(at - offset)..<Int(from - offset)]).initializeMemory(as: UInt8.self, repeating: 0)
+            }
+            let stop = min(s.end * 512, end)
+            let src = Int(s.moffset * 512 + (from - s.offset * 512) - tStart)
+            let n = Int(stop - from)
+            UnsafeMutableRawBufferPointer(rebasing: buffer[Int(from - offset)..<Int(stop - offset)])
+                .copyMemory(from: UnsafeRawBufferPointer(rebasing: scratch[src..<(src + n)]))
+            at = stop
+        }
+        return (at, j)
+    }
+
     public func read(into buffer: UnsafeMutableRawBufferPointer, at offset: UInt64) throws -> Int {
         guard offset < virtualSize, buffer.count > 0 else { return 0 }
         let count = Int(min(UInt64(buffer.count), virtualSize - offset))
@@ -100,6 +149,10 @@ public final class WarpLayer: BlockFile, Sendable {
             let stop = min(s.end * 512, end)
             let p = UnsafeMutableRawBufferPointer(rebasing: buffer[Int(pos - offset)..<Int(stop - offset)])
             let at = s.moffset * 512 + (pos - s.offset * 512)
+            if s.tag == 1 && !s.zeroed, let next = try readTargetRun(segs, from: i, pos: pos, offset: offset, end: end, buffer: buffer) {
+                (pos, i) = next
+                continue
+            }
             if s.zeroed {
                 p.initializeMemory(as: UInt8.self, repeating: 0)
             } else if s.tag == 0 {

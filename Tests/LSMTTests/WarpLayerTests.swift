@@ -164,6 +164,38 @@ struct WarpLayerTests {
         }
     }
 
+    @Test("many small mappings laid out as a tar lays out files (ascending, small holes in the target, gaps on the disk): random reads equal the model", arguments: 0..<3)
+    func tarLikeRuns(seed: Int) throws {
+        let dir = TemporaryDirectory("obd-warp-runs")
+        defer { dir.remove() }
+        var g = SplitMix64(seed: UInt64(seed) + 40)
+        let size = 16 << 20
+        let tgt = Self.target(12 << 20)
+        let w = try WritableWarpLayer.create(indexPath: dir.file("i"), fsmetaPath: dir.file("f"), virtualSize: UInt64(size), target: tgt)
+        var model = DiskModel(size: size)
+        var dev = 4096, t = 512
+        while true {
+            let len = Int(g.next() % 40 + 1) * 512
+            guard dev + len <= size, t + len <= Int(tgt.size) else { break }
+            try w.mapTarget(deviceOffset: UInt64(dev), length: UInt64(len), targetOffset: UInt64(t))
+            model.write(try tgt.readBytes(at: UInt64(t), count: len), at: dev)
+            dev += (len + 4095) / 4096 * 4096 + (g.next() % 4 == 0 ? 4096 : 0)
+            t += len + 512 * Int(g.next() % 3 + 1) + (g.next() % 50 == 0 ? 128 << 10 : 0)
+        }
+        try w.writeBytes([UInt8](repeating: 5, count: 4096), at: 1 << 20)
+        model.write([UInt8](repeating: 5, count: 4096), at: 1 << 20)
+        let out = MemoryFile(name: "runs")
+        try w.commit(args: CommitArgs(), into: FileAppendSink(file: out))
+        let ro = try WarpLayer(file: out, target: tgt)
+        #expect(ro.index.count > 100)
+        #expect(try readAll(ro) == model.bytes)
+        for _ in 0..<300 {
+            let off = Int(g.next() % UInt64(size - 1))
+            let len = Int(g.next() % UInt64(min(size - off, 3 << 20))) + 1
+            #expect(try ro.readBytes(at: UInt64(off), count: len) == Array(model.bytes[off..<(off + len)]))
+        }
+    }
+
     /// A committed warp layer, its bytes editable: 8 KiB of fsmeta and one 64 KiB mapping at target byte 4096.
     static func committed(_ dir: TemporaryDirectory, target: any BlockFile) throws -> [UInt8] {
         let w = try WritableWarpLayer.create(indexPath: dir.file("hi-\(UInt32.random(in: 0...UInt32.max))"),
