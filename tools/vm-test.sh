@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # VM integration tests with a real kernel (QEMU guest, TCG): see tools/vm/.
-#   tools/vm-test.sh [nbd] [virtio] [vhost] [tcmu] [tcmu-crash] [remote] [trace] [convert] [turbo] [boot]     (default: all)
+#   tools/vm-test.sh [nbd] [virtio] [vhost] [tcmu] [tcmu-crash] [remote] [trace] [convert] [turbo] [boot] [daemon]     (default: all)
 # Needs the reference files (../shared/testdata/overlaybd-ref or $OBD_REFERENCE_DIR).
 # VM tests run one at a time (2 cores).
 set -euo pipefail
@@ -52,7 +52,7 @@ vhost_kill_and_restart() {
 }
 
 tests=("$@")
-[ ${#tests[@]} -gt 0 ] || tests=(nbd virtio vhost tcmu tcmu-crash remote trace convert turbo boot)
+[ ${#tests[@]} -gt 0 ] || tests=(nbd virtio vhost tcmu tcmu-crash remote trace convert turbo boot daemon)
 status=0
 for t in "${tests[@]}"; do
   echo "== vm test: $t"
@@ -176,6 +176,14 @@ for t in "${tests[@]}"; do
       out=$(timeout 900 tools/vm/boot-test.sh "$OBD" "$W/boot" 2>&1) || true
       echo "$out" | grep -E "^(==|BOOT-|  BOOT-OS|  BOOT-STAMP|e2fsck)" || true
       echo "$out" | grep -q BOOT-TEST-OK || { echo "$out" | tail -30; echo "vm-test: FAIL: boot"; status=1; }
+      ;;
+    daemon)
+      # One obd daemon serving guests' root disks (Debian minbase, remote lowers) added through
+      # its control API: vhost-user-blk and NBD boots, two VMs at once with their own uppers,
+      # e2fsck of each disk, SIGKILL and restart under guest fio; all in tools/vm/daemon-test.sh.
+      out=$(timeout 900 tools/vm/daemon-test.sh "$OBD" "$W/daemon" 2>&1) || true
+      echo "$out" | grep -E "^(==|DAEMON-|  vm|  fio)" || true
+      echo "$out" | grep -q DAEMON-TEST-OK || { echo "$out" | tail -30; echo "vm-test: FAIL: daemon"; status=1; }
       ;;
     *) echo "vm-test: unknown test $t"; status=1 ;;
   esac
