@@ -164,6 +164,12 @@ public struct GlobalConfig: Sendable, Equatable {
             guard g.cacheSizeGB >= 1, g.refillSize >= 4096, g.refillSize & (g.refillSize - 1) == 0 else {
                 throw ImageError.config(path: path, detail: "field 'gzipCacheConfig': cacheSizeGB must be >= 1 and refillSize a power of two >= 4096")
             }
+            // Both caches key their files by blob digest: one folder would mix a target's
+            // compressed bytes with its decompressed stream.
+            func trimmed(_ d: String) -> String { d.count > 1 && d.hasSuffix("/") ? String(d.dropLast()) : d }
+            guard trimmed(g.cacheDir) != trimmed(c.effectiveCache.dir) else {
+                throw ImageError.config(path: path, detail: "field 'gzipCacheConfig.cacheDir': '\(g.cacheDir)' is also the registry cache folder; the gzip cache needs a folder of its own")
+            }
         }
         if c.ioEngine == 2 {
             throw ImageError.config(path: path, detail: "field 'ioEngine': 2 (posix aio) is not supported; use 0 (pread) or 1 (libaio)")

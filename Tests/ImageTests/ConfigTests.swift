@@ -80,6 +80,23 @@ struct ConfigTests {
         #expect(throws: ImageError.self) { try GlobalConfig.parse(Data(#"{"cacheConfig":{"cacheSizeGB":"big"}}"#.utf8), path: "g.json") }
     }
 
+    @Test("gzipCacheConfig (TurboOCI): overlaybd's keys and defaults; bad sizes, and the registry cache's folder, refused when enabled")
+    func gzipCacheConfig() throws {
+        func globalMessage(_ json: String) -> String {
+            do { _ = try GlobalConfig.parse(Data(json.utf8), path: "g.json"); return "" } catch { return "\(error)" }
+        }
+        let d = try GlobalConfig.parse(Data("{}".utf8), path: "g.json")
+        #expect(!d.gzipCacheConfig.enable && d.gzipCacheConfig.cacheDir == "/opt/overlaybd/gzip_cache")
+        #expect(d.gzipCacheConfig.cacheSizeGB == 4 && d.gzipCacheConfig.refillSize == 1 << 20)
+        let g = try GlobalConfig.parse(Data(#"{"gzipCacheConfig":{"enable":true,"cacheDir":"/g","cacheSizeGB":2,"refillSize":65536}}"#.utf8), path: "g.json")
+        #expect(g.gzipCacheConfig.enable && g.gzipCacheConfig.cacheDir == "/g" && g.gzipCacheConfig.cacheSizeGB == 2 && g.gzipCacheConfig.refillSize == 65536)
+        #expect(globalMessage(#"{"gzipCacheConfig":{"enable":"yes"}}"#).contains("field 'gzipCacheConfig.enable'"))
+        #expect(globalMessage(#"{"gzipCacheConfig":{"enable":true,"refillSize":1000}}"#).contains("refillSize a power of two"))
+        #expect(globalMessage(#"{"gzipCacheConfig":{"enable":true,"cacheSizeGB":0}}"#).contains("cacheSizeGB must be >= 1"))
+        #expect(globalMessage(#"{"cacheConfig":{"cacheType":"file","cacheDir":"/c"},"gzipCacheConfig":{"enable":true,"cacheDir":"/c/"}}"#).contains("also the registry cache folder"))
+        #expect(globalMessage(#"{"gzipCacheConfig":{"enable":false,"refillSize":1000}}"#) == "")
+    }
+
     @Test("prefetchConfig: overlaybd's concurrency (default 16) and obd's maxRange; wrong types and values are refused")
     func prefetchConfig() throws {
         func globalMessage(_ json: String) -> String {
