@@ -136,6 +136,45 @@ struct TurboConvertTests {
         }
     }
 
+    @Test("the building blocks as overlaybd's tools chain them: obd create --turbo-oci, obd apply --turbo-oci over the layers below, obd commit --turbo-oci -z; the config of the two warp lowers (file, targetFile, gzipIndex) shows the model's tree, e2fsck clean")
+    func cliChain() throws {
+        let dir = TemporaryDirectory("obd-turbo-cli")
+        defer { dir.remove() }
+        _ = try Self.source(dir)
+        var lowers: [String] = []
+        for (k, layer) in ["layers/base.tar", "layers/update.tar.gz"].enumerated() {
+            let c = run([obd, "create", "--turbo-oci", dir.file("fsmeta\(k)"), dir.file("index\(k)"), "4"])
+            #expect(c.status == 0, "\(c.err)")
+            try LocalRegistry.write(dir.file("apply\(k).json"), #"{"lowers": [\#(lowers.joined(separator: ","))], "upper": {"data": "fsmeta\#(k)", "index": "index\#(k)", "target": "\#(dir.file(layer))", "gzipIndex": "gzip\#(k).meta"}}"#)
+            let a = run([obd, "apply", "--turbo-oci"] + (k == 0 ? ["--mkfs"] : []) + [dir.file(layer), dir.file("apply\(k).json")])
+            #expect(a.status == 0, "\(a.err)")
+            let m = run([obd, "commit", "--turbo-oci", "-z", dir.file("fsmeta\(k)"), dir.file("index\(k)"), dir.file("ext4-\(k).fs.meta")])
+            #expect(m.status == 0, "\(m.err)")
+            let gz = layer.hasSuffix(".gz") ? #", "gzipIndex": "\#(dir.file("gzip\(k).meta"))""# : ""
+            lowers.append(#"{"file": "\#(dir.file("ext4-\(k).fs.meta"))", "targetFile": "\#(dir.file(layer))"\#(gz)}"#)
+        }
+        // The committed layer: header 0x07, index not padded (it is a warp layer, not a native one).
+        let meta = try LayerOpener.unwrap(LocalFile(path: dir.file("ext4-1.fs.meta"))).0
+        #expect(throws: LSMTError.self) { _ = try ReadOnlyLayer(file: meta) }
+        try LocalRegistry.write(dir.file("image.json"), #"{"lowers": [\#(lowers.joined(separator: ","))]}"#)
+        let image = try Image.open(configPath: dir.file("image.json"))
+        let fs = try Ext4Filesystem(file: image.stack, epoch: 1, writable: false)
+        let ours = try ConvertImageTests.rows(fs)
+        try fs.close()
+        let model = run(["/usr/bin/env", "python3", ConvertImageTests.fixtures + "/layers.py", "model",
+                         dir.file("layers/base.tar"), dir.file("layers/update.tar.gz")])
+        #expect(ours == model.out.split(separator: "\n").map(String.init))
+        let (rc, text) = try ApplyReferenceTests.fsck(image.stack, dir)
+        #expect(rc == 0, "\(text)")
+        // An image cannot open a warp upper.
+        do {
+            _ = try Image.open(configPath: dir.file("apply1.json"))
+            Issue.record("an image opened a TurboOCI upper")
+        } catch {
+            #expect("\(error)".contains("upper.target"), "\(error)")
+        }
+    }
+
     @Test("hostile TurboOCI lowers: a gzip index of another blob, a zstd target, a missing target, a bad targetDigest, gzipIndex without a target: clear errors naming the layer")
     func hostileLowers() throws {
         let dir = TemporaryDirectory("obd-turbo-hostile")
