@@ -3,7 +3,7 @@
 # benchmarks/results/latest.md. Each table measures obd and its anchor in the same run
 # and prints their ratio. `benchmarks/run.sh --quick` uses smaller inputs;
 # `benchmarks/run.sh NAME` runs one (zfile-read, zfile-compress, lookup, stack-read, lazy, cache-hit, trace;
-# turbo runs benchmarks/turbo-bench.sh, disk-create benchmarks/disk-create-bench.sh) into benchmarks/results/NAME-latest.md.
+# turbo runs benchmarks/turbo-bench.sh, disk-create benchmarks/disk-create-bench.sh, vhost benchmarks/vhost-bench.sh) into benchmarks/results/NAME-latest.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 tools/install-deps.sh >/dev/null
@@ -11,6 +11,7 @@ tools/install-deps.sh >/dev/null
 case "${1:-}" in
   turbo) exec benchmarks/turbo-bench.sh ;;
   disk-create) shift; exec benchmarks/disk-create-bench.sh "$@" ;;
+  vhost) shift; exec benchmarks/vhost-bench.sh "$@" ;;
 esac
 swift build -c release --product obd-bench 2>&1 | tail -1
 BIN=$(swift build -c release --show-bin-path)/obd-bench
