@@ -26,8 +26,6 @@ public final class Image: Sendable {
     public let lowerFiles: [any BlockFile]
     /// The trace replay started when the image opened, if the config asked for one.
     public let prefetcher: Prefetcher?
-    /// The registry clients of the remote lowers (cancelled when the image goes away).
-    let registryClients: [RegistryClient]
     private let recording = Mutex<TraceRecordSession?>(nil)
     private let log: @Sendable (String) -> Void
 
@@ -103,7 +101,6 @@ public final class Image: Sendable {
         stack = try LayerStack(lowers: layers, upper: upper, name: config.path)
         lowerPaths = paths
         remoteLayers = remotes
-        registryClients = sources?.allClients ?? []
         let dl = config.download ?? global.download ?? DownloadConfig()
         let targets = remotes.filter { !$0.dir.isEmpty }
         if case .record = mode, dl.enable && !targets.isEmpty {
@@ -170,20 +167,11 @@ public final class Image: Sendable {
         return try s.stop()
     }
 
-    /// Ends the image's registry traffic: reads waiting out an outage (`blockOnOutage`),
-    /// in backoff or in a transfer fail within about a second, and later reads of
-    /// uncached data fail at once. A device being removed calls this before it waits for
-    /// its commands, so removal never waits for the network to come back.
-    public func cancelFetches() {
-        for c in registryClients { c.cancel() }
-    }
-
     /// Before the image goes away (device removal, process exit): stops the trace replay
     /// (joining its threads), ends a running recording (trace and `.ok` written), stops
     /// the background download and makes the cache's presence maps durable, so a restart finds every
     /// fetched range. Writes to the upper are flushed by `stack.flush()`.
     public func close() {
-        cancelFetches()
         prefetcher?.stop()
         do { try stopRecording() } catch { log("trace recording: \(error)") }
         download?.stop()

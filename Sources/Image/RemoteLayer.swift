@@ -90,9 +90,6 @@ final class RemoteSources {
         }
     }
 
-    /// The clients made so far (one per repository URL).
-    var allClients: [RegistryClient] { Array(clients.values) }
-
     func client(for url: RepositoryURL) throws -> RegistryClient {
         if let c = clients[url.description] { return c }
         // One credential file for all of an image's clients (one re-read serves them all).

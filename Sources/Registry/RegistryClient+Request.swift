@@ -29,32 +29,19 @@ extension RegistryClient {
         func retryAllowed(outage: Bool) -> Bool {
             let left = deadline.at - monotonicSeconds() - 0.05
             if outage && deadline.patient && (left <= 0.01 || attempt >= options.attempts) {
-                return pause(backoffDelay(attempt, cap: 4))
+                usleep(UInt32(backoffDelay(attempt, cap: 4) * 1e6))
+                return true
             }
             guard attempt < options.attempts, left > 0.01 else { return false }
             // The last pause is shortened so that one more try fits before the deadline.
-            return pause(min(backoffDelay(attempt, cap: 1), left))
-        }
-        /// Sleeps `seconds` in slices, ending early when the client is cancelled (the
-        /// loop's next turn then ends the operation with `.cancelled`).
-        func pause(_ seconds: Double) -> Bool {
-            let until = monotonicSeconds() + seconds
-            while !cancelFlag.isSet {
-                let left = until - monotonicSeconds()
-                if left <= 0 { break }
-                usleep(UInt32(min(left, 0.1) * 1e6))
-            }
+            usleep(UInt32(min(backoffDelay(attempt, cap: 1), left) * 1e6))
             return true
         }
-        let flag = cancelFlag
-        let isCancelled: @Sendable () -> Bool = { flag.isSet }
         /// The error of a retryable failure that may not be retried any more.
         func finalError(_ e: RegistryError) -> RegistryError {
-            if cancelFlag.isSet { return .cancelled(url: HTTPTransport.redact(url)) }
-            return monotonicSeconds() >= deadline.at - 0.06 ? .timeout(url: HTTPTransport.redact(url)) : e
+            monotonicSeconds() >= deadline.at - 0.06 ? .timeout(url: HTTPTransport.redact(url)) : e
         }
         while true {
-            guard !cancelFlag.isSet else { throw RegistryError.cancelled(url: HTTPTransport.redact(url)) }
             attempt += 1
             var remaining = deadline.at - monotonicSeconds()
             if remaining <= 0 {
@@ -65,8 +52,7 @@ extension RegistryClient {
             // the registry.
             let tryTime = p2p == nil ? remaining : max(1, remaining / 2)
             var request = HTTPTransport.Request(url: p2p?.url(for: target0) ?? target0, method: method, headers: headers + [userAgent],
-                                                range: range, timeoutMilliseconds: Int(tryTime * 1000) + 1, body: body,
-                                                isCancelled: isCancelled)
+                                                range: range, timeoutMilliseconds: Int(tryTime * 1000) + 1, body: body)
             let sameHost = target0 == url || target0.hasPrefix(base)
             if sameHost, let auth = authorization(scope: scope, repository: repository) { request.headers.append(auth) }
             let response: HTTPTransport.Response

@@ -17,23 +17,6 @@ public final class RegistryClient: @unchecked Sendable {
     static let p2pPause = 30.0
     /// Requests sent (for tests and metrics).
     public let requestCount = Atomic<Int>(0)
-    /// Set by `cancel()`: no request starts, retries and backoff end, transfers abort.
-    let cancelFlag = CancelFlag()
-
-    /// A flag shared with the transfers of this client (polled by libcurl).
-    final class CancelFlag: Sendable {
-        let value = Atomic<Bool>(false)
-        var isSet: Bool { value.load(ordering: .acquiring) }
-    }
-
-    /// Ends every operation of this client: those waiting out an outage
-    /// (`blockOnOutage`), in backoff, or in a transfer fail with `.cancelled` within about
-    /// a second, and later ones fail at once. For a device that goes away while the
-    /// network is down: its removal must not wait for the registry to come back.
-    public func cancel() { cancelFlag.value.store(true, ordering: .releasing) }
-
-    /// Whether `cancel()` was called.
-    public var isCancelled: Bool { cancelFlag.isSet }
 
     public static let manifestAccept = [
         MediaType.ociManifest, MediaType.ociIndex, MediaType.dockerManifest, MediaType.dockerManifestList,

@@ -35,7 +35,6 @@ extension RegistryError {
         case .badCredentials: return "credentials"
         case .tooManyRequests: return "throttled"
         case .tlsFailed: return "tls"
-        case .cancelled: return "cancelled"
         }
     }
 }

@@ -110,9 +110,6 @@ final class TCMUDevice: @unchecked Sendable {
         var b: UInt8 = 1
         _ = write(wake[1], &b, 1)
         thread?.join()
-        // Commands blocked on the registry (an outage under blockOnOutage) fail now
-        // instead of holding the removal until the network returns.
-        image.cancelFetches()
         inFlight.waitForAll()
         ring.skipTrailingPadding()
         do { try image.stack.flush() } catch { log("tcmu: \(name): flush on removal failed: \(error)") }

@@ -64,8 +64,6 @@ struct ServeNBDCommand: ParsableCommand {
             try NamedThread.detach(name: "obd-nbd-accept") { server.serve() }
             writeStandardError("obd: serving \(imageConfig) over nbd on \(server.address) (\(disk.size) bytes, \(export.readOnly ? "read-only" : "writable"))\n")
             let sig = signals.wait()
-            // Reads blocked on the registry (an outage under blockOnOutage) end now.
-            image.cancelFetches()
             server.stop()
             do { try disk.flush() } catch { writeStandardError("obd: error: flush on exit failed: \(error)\n"); throw ExitCode.failure }
             image.close()

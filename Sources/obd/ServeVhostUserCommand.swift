@@ -39,8 +39,6 @@ struct ServeVhostUserCommand: ParsableCommand {
             try server.start()
             writeStandardError("obd: serving \(imageConfig) over vhost-user-blk on \(socket) (\(disk.size) bytes, \(queues) queues, \(ro ? "read-only" : "writable"))\n")
             let sig = signals.wait()
-            // Reads blocked on the registry (an outage under blockOnOutage) end now.
-            image.cancelFetches()
             server.stop()
             do { try disk.flush() } catch { writeStandardError("obd: error: flush on exit failed: \(error)\n"); throw ExitCode.failure }
             image.close()

@@ -120,51 +120,6 @@ struct RemotePolicyTests {
         #expect(r.firstPassed - r.firstRefused > 1.0, "waited \(r.firstPassed - r.firstRefused) s only")
     }
 
-    /// Starts reading the whole disk on a thread; the result (nil: bytes read) arrives in `done`.
-    static func readInBackground(_ image: Image, _ done: ConditionLock<String?>) throws -> JoinHandle {
-        try NamedThread.spawn(name: "obd-test-reader") {
-            var outcome = "read completed"
-            do { _ = try digest(image) } catch { outcome = "\(error)" }
-            done.withLock { $0 = outcome }
-            done.notifyAll()
-        }
-    }
-
-    @Test("blockOnOutage: cancelFetches ends reads waiting out an outage and reads stuck in a transfer, within seconds",
-          arguments: [FaultProxy.Fault.drop, .delay(milliseconds: 8000)])
-    func cancelDuringOutage(fault: FaultProxy.Fault) throws {
-        let f = try RemoteImageFixture(mode: .anonymous, withProxy: true)
-        let proxy = try #require(f.proxy)
-        try LocalRegistry.write(f.globalPath, """
-            {"cacheConfig": {"cacheType": "file", "cacheDir": "\(f.cacheDir)", "cacheSizeGB": 1, "refillSize": 65536},
-             "credentialConfig": {"mode": "file", "path": "\(f.dir.file("cred.json"))"},
-             "registryConfig": {"timeoutSeconds": 1, "blockOnOutage": true}}
-            """)
-        let image = try Self.open(f)
-        // The outage never ends (the fault is applied to every request from now on).
-        let seen = Atomic<Int>(0)
-        proxy.setPolicy { _, _ in seen.add(1, ordering: .relaxed); return fault }
-        let done = ConditionLock<String?>(nil)
-        let reader = try Self.readInBackground(image, done)
-        // The read has met the outage: its request reached the proxy, and the deadline of
-        // one operation (1 s) has passed, so without blockOnOutage it would have failed.
-        let metBy = monotonicSeconds() + 20
-        while seen.load(ordering: .relaxed) == 0 && monotonicSeconds() < metBy { usleep(10_000) }
-        try #require(seen.load(ordering: .relaxed) > 0, "the read never reached the proxy")
-        #expect(done.withLock(when: { $0 != nil }, deadline: monotonicSeconds() + 1.5) { $0 } == nil,
-                "the read ended during the outage under blockOnOutage")
-        image.cancelFetches()
-        let outcome = done.withLock(when: { $0 != nil }, deadline: monotonicSeconds() + 10) { $0 } ?? nil
-        #expect(outcome?.contains("cancelled") == true, "after cancelFetches: \(outcome ?? "still blocked after 10 s")")
-        if outcome != nil { reader.join() }
-        // Later reads of uncached data fail at once, without a request.
-        let before = seen.load(ordering: .relaxed)
-        let blob = try #require(image.remoteLayers.first?.blob)
-        #expect(throws: RegistryError.cancelled(url: blob.name)) { _ = try blob.readBytes(at: 0, count: 4096) }
-        #expect(seen.load(ordering: .relaxed) == before)
-        image.close()
-    }
-
     @Test("a credential file rotated while the image runs is read again on 401; the new password is used without a restart")
     func rotatedCredentials() throws {
         let f = try RemoteImageFixture(mode: .basic)
