@@ -3,7 +3,8 @@ import Image
 
 /// The identity of an image's read-only lowers: what makes two disks able to share one
 /// opened stack. It is the lowers list with every path resolved against its config's
-/// folder (file, dir, digest, size of each, bottom first), the registry the digests come
+/// folder (every field of each, bottom first: file, dir, digest, size, and the TurboOCI
+/// target and gzip index), the registry the digests come
 /// from, the options that change how lowers are read (acceleration layer, trace
 /// recording, background download), and the global config (cache, credentials, I/O
 /// engine) that opened them. Two configs in different folders that list the same layer
@@ -19,7 +20,13 @@ public struct LowersKey: Hashable, Sendable, CustomStringConvertible {
                                "trace=\(config.recordTracePath.isEmpty ? "" : config.resolve(config.recordTracePath))",
                                "download=\(config.download.map { String(describing: $0) } ?? "inherit")"]
         for (i, l) in config.lowers.enumerated() {
-            parts.append("[\(i)] file=\(l.file.isEmpty ? "" : LowersKey.canonical(config.resolve(l.file))) dir=\(l.dir.isEmpty ? "" : LowersKey.canonical(config.resolve(l.dir))) digest=\(l.digest) size=\(l.size)")
+            // Every field of the lower (a field added later is part of the identity by
+            // default), with its paths resolved.
+            var r = l
+            for path in [\ImageConfig.Lower.file, \.dir, \.targetFile, \.gzipIndex] where !r[keyPath: path].isEmpty {
+                r[keyPath: path] = LowersKey.canonical(config.resolve(r[keyPath: path]))
+            }
+            parts.append("[\(i)] \(String(reflecting: r))")
         }
         text = parts.joined(separator: "\n")
     }
