@@ -139,7 +139,11 @@ public final class CachedFile: BlockFile, Sendable {
     /// 10 MiB it sends) while a short one fetches little it will not read.
     private func readAhead(after offset: UInt64, count: Int) {
         let end = offset + UInt64(count)
-        let sequential = lastEnd.exchange(end, ordering: .relaxed) == offset
+        // Up to a unit past where the last read ended (or 512 bytes before it) counts as
+        // continuing: readers of a tar skip the headers between files, gzip spans overlap
+        // by a byte. A block read again and again does not.
+        let previous = lastEnd.exchange(end, ordering: .relaxed)
+        let sequential = previous != UInt64.max && offset <= previous &+ UInt64(unit) && offset &+ 512 >= previous
         // A streak of at least 1 MiB of back-to-back reads: a scan, not a few adjacent
         // reads (such as a layer's index at open) that readahead would only waste.
         let run = sequential ? streak.add(UInt64(count), ordering: .relaxed).newValue : 0

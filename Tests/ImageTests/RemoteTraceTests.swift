@@ -89,11 +89,13 @@ struct RemoteTraceTests {
         #expect(p.isFinished, "close returned with prefetch threads running")
         #expect(p.progress.done < p.plan.ranges.count, "the replay was stopped, not finished (\(p.progress))")
         proxy.latencyMs.store(0, ordering: .relaxed)
+        // Reopened over the cache the stopped replay left: the same bytes (the image is
+        // closed after its reads: a closed image's registry clients are cancelled).
         let again = try Self.open(f)
-        again.close()
         #expect(try Self.readWorkload(again) == expected)
         let d = try Digest.sha256(size: 4 << 20) { try again.stack.read(into: $0, at: $1) }
         #expect(d == RemoteImageFixture.expected.first4MiB)
+        again.close()
     }
 
     @Test("a remote acceleration layer (a tar holding 'trace') is fetched and replayed; it is no disk layer")
