@@ -90,7 +90,7 @@ boot_serve() {
   "$OBD" serve nbd "$BW/$name.json" --config "$BW/$name.obd.json" --socket "$BW/$name.sock" "$@" 2> "$BW/$name.serve.log" &
   BOOT_SERVER=$!
   BOOT_PIDS+=($BOOT_SERVER)
-  boot_wait_for 60 grep -q serving "$BW/$name.serve.log" || { cat "$BW/$name.serve.log"; echo "boot: obd serve nbd not ready" >&2; return 1; }
+  boot_wait_for 60 grep -qs serving "$BW/$name.serve.log" || { cat "$BW/$name.serve.log"; echo "boot: obd serve nbd not ready" >&2; return 1; }
 }
 
 boot_stop_server() { # stops BOOT_SERVER; fails when it exits with an error
