@@ -118,11 +118,16 @@ struct QueueServer: @unchecked Sendable {
     let indirect: Bool
     let inflight: InflightTracker?
     var counter: UInt64 = 1
+    /// Bounce buffer of this queue's thread (VirtioBlkDisk.handle), made in `run`.
+    var scratch: UnsafeMutableRawBufferPointer?
     let owner: VirtQueue
     let log: @Sendable (String) -> Void
 
     func run() {
         var me = self
+        let scratch = UnsafeMutableRawBufferPointer.allocate(byteCount: VirtioBlkDisk.bounceBytes, alignment: 4096)
+        defer { scratch.deallocate() }
+        me.scratch = scratch
         var failure: VhostUserError?
         var segments: [GuestSegment] = []
         segments.reserveCapacity(ring.size)
@@ -199,7 +204,7 @@ struct QueueServer: @unchecked Sendable {
         try ChainWalker.walk(table: UnsafeRawPointer(ring.descriptors), size: ring.size, head: head, memory: memory,
                              indirect: indirect, queue: queue, into: &segments)
         let length: UInt32
-        switch disk.handle(segments, log: log) {
+        switch disk.handle(segments, scratch: scratch, log: log) {
         case let .completed(_, n): length = n
         case let .malformed(why):
             log("vhost-user: queue \(queue): request at descriptor \(head): \(why)")
