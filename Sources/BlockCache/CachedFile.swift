@@ -224,27 +224,41 @@ public final class CachedFile: BlockFile, Sendable {
         if !slot { CacheMetrics.shared.foregroundWaits.increment() }
         if slot { cache.backgroundFetches.enter() }
         defer { if slot { cache.backgroundFetches.leave() } }
-        let mine: [Int] = refills.withLock { st in
-            var m: [Int] = []
-            for u in r where !bits.contains(u) && !st.fetching.contains(u) {
-                st.fetching.insert(u)
-                m.append(u)
+        // A unit another reader was fetching may still be missing when it is done: that
+        // reader failed (or its device was removed and its fetch cancelled). Then this
+        // reader fetches it itself, once more.
+        for round in 0..<2 {
+            let mine: [Int] = refills.withLock { st in
+                var m: [Int] = []
+                for u in r where !bits.contains(u) && !st.fetching.contains(u) {
+                    st.fetching.insert(u)
+                    m.append(u)
+                }
+                return m
             }
-            return m
-        }
-        var failure: Error?
-        if let lo = mine.first, let hi = mine.last, hi - lo + 1 == mine.count {
-            do { try fill(lo..<(hi + 1)) } catch { failure = error }
-        } else {
-            for u in mine { do { try fill(u..<(u + 1)) } catch { failure = error; break } }
-        }
-        refills.withLock { st in for u in mine { st.fetching.remove(u) } }
-        refills.notifyAll()
-        // Wait for units other readers are fetching.
-        refills.withLock(when: { st in !r.contains(where: { st.fetching.contains($0) }) }) { _ in }
-        if let failure { throw failure }
-        for u in r where !bits.contains(u) {
-            throw BlockIOError.io(name: name, operation: "cache refill", offset: UInt64(u) * UInt64(unit), errno: EIO)
+            var failure: Error?
+            if let lo = mine.first, let hi = mine.last, hi - lo + 1 == mine.count {
+                do { try fill(lo..<(hi + 1)) } catch { failure = error }
+            } else {
+                for u in mine { do { try fill(u..<(u + 1)) } catch { failure = error; break } }
+            }
+            refills.withLock { st in for u in mine { st.fetching.remove(u) } }
+            refills.notifyAll()
+            if let failure { throw failure }
+            // Wait for units other readers are fetching; a reader whose work is cancelled
+            // (its device is going away) stops waiting within a fifth of a second.
+            let token = CancellationToken.current
+            while refills.withLock(when: { st in !r.contains(where: { st.fetching.contains($0) }) },
+                                   deadline: monotonicSeconds() + (token == nil ? 3600 : 0.2), { _ in true }) == nil {
+                if token?.isCancelled == true {
+                    throw BlockIOError.io(name: name, operation: "cache refill (cancelled)", offset: UInt64(r.lowerBound) * UInt64(unit),
+                                          errno: ECANCELED)
+                }
+            }
+            guard let missing = r.first(where: { !bits.contains($0) }) else { return }
+            if round == 1 {
+                throw BlockIOError.io(name: name, operation: "cache refill", offset: UInt64(missing) * UInt64(unit), errno: EIO)
+            }
         }
     }
 

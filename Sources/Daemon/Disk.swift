@@ -1,5 +1,6 @@
 import BlockIO
 import LSMT
+import Threading
 
 /// One disk the daemon serves: its spec, the shared lowers it reads, its own upper (if
 /// writable), the file the frontend serves and the frontend itself.
@@ -13,8 +14,13 @@ public final class Disk: Sendable {
     let frontend: DiskFrontend
     /// Order of addition (the state file keeps it).
     let sequence: Int
+    /// The frontend's reads run under it; cancelled on removal, so reads of this disk
+    /// blocked on the registry end (other disks over the same lowers keep theirs).
+    let cancellation: CancellationToken
 
-    init(spec: DiskSpec, lowers: SharedLowers, upper: WritableLayer?, file: CountingFile, frontend: DiskFrontend, sequence: Int) {
+    init(spec: DiskSpec, lowers: SharedLowers, upper: WritableLayer?, file: CountingFile, frontend: DiskFrontend, sequence: Int,
+         cancellation: CancellationToken) {
+        self.cancellation = cancellation
         self.spec = spec
         self.lowers = lowers
         self.upper = upper
@@ -28,6 +34,7 @@ public final class Disk: Sendable {
 
     /// Stops the frontend, then makes every acknowledged write durable.
     func stop(timeout: Double) throws {
+        cancellation.cancel()
         frontend.stop(timeout: timeout)
         try file.flush()
     }

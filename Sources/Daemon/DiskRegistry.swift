@@ -236,14 +236,16 @@ public final class DiskRegistry: Sendable {
             } else {
                 base = shared.file
             }
-            let file = CountingFile(options.decorate?(base, spec.id) ?? base)
+            let cancellation = CancellationToken()
+            let file = CountingFile(CancellableFile(options.decorate?(base, spec.id) ?? base, token: cancellation))
             let frontend = try DiskFrontend.start(spec.frontend, id: spec.id, file: file, readOnly: spec.mode == .readOnly,
                                                   remoteReads: shared.hasRemoteLowers, pool: pool) { [log] in log("disk \(spec.id): \($0)") }
             let place = table.withLock { t -> Int in
                 t.sequence = max(t.sequence, sequence ?? 0) + (sequence == nil ? 1 : 0)
                 return sequence ?? t.sequence
             }
-            return Disk(spec: spec, lowers: shared, upper: upper, file: file, frontend: frontend, sequence: place)
+            return Disk(spec: spec, lowers: shared, upper: upper, file: file, frontend: frontend, sequence: place,
+                        cancellation: cancellation)
         } catch {
             if let made = madeUpper {
                 unlink(made + "/" + DiskSpec.upperDataName)

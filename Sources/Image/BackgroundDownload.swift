@@ -22,17 +22,24 @@ public final class BackgroundDownload: Sendable {
     /// Layers whose dir another download of this process is filling.
     private static let busyDirs = Mutex<Set<String>>([])
 
-    init(layers: [RemoteLayer], config: DownloadConfig, log: @escaping @Sendable (String) -> Void) {
+    init(layers: [RemoteLayer], config: DownloadConfig, cancellation: CancellationToken? = nil,
+         log: @escaping @Sendable (String) -> Void) {
         self.layers = layers
         self.config = config
+        self.cancellation = cancellation
         self.log = log
     }
+
+    /// The image's token: the download runs under it.
+    private let cancellation: CancellationToken?
 
     /// Layers done (switched to their local copy) so far.
     public var layersDone: Int { finished.load(ordering: .relaxed) }
 
     func start() throws {
-        try NamedThread.detach(name: "obd-download") { [self] in run() }
+        try NamedThread.detach(name: "obd-download") { [self] in
+            if let cancellation { cancellation.run { run() } } else { run() }
+        }
     }
 
     /// Asks the download to stop at the next chunk (the image is closing).

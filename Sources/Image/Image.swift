@@ -3,6 +3,7 @@ import Glibc
 import LSMT
 import Registry
 import Synchronization
+import Threading
 import Trace
 
 /// An image assembled from a `config.v1.json`: its lowers (bottom to top), an optional
@@ -26,6 +27,9 @@ public final class Image: Sendable {
     public let lowerFiles: [any BlockFile]
     /// The trace replay started when the image opened, if the config asked for one.
     public let prefetcher: Prefetcher?
+    /// The token of this image's own work (frontends run its reads under it, and so do
+    /// its prefetch and download): cancelled when the image goes away.
+    public let cancellation: CancellationToken
     private let recording = Mutex<TraceRecordSession?>(nil)
     private let log: @Sendable (String) -> Void
 
@@ -45,6 +49,8 @@ public final class Image: Sendable {
                 log: @escaping @Sendable (String) -> Void = { _ in }) throws {
         self.config = config
         self.global = global
+        let cancellation = CancellationToken()
+        self.cancellation = cancellation
         var layers: [ReadOnlyLayer] = []
         var paths: [String] = []
         var remotes: [RemoteLayer] = []
@@ -107,7 +113,7 @@ public final class Image: Sendable {
             log("background download is off while a trace is recorded (as in overlaybd)")
             download = nil
         } else if dl.enable && !targets.isEmpty {
-            let d = BackgroundDownload(layers: targets, config: dl, log: log)
+            let d = BackgroundDownload(layers: targets, config: dl, cancellation: cancellation, log: log)
             download = d
             try d.start()
         } else {
@@ -127,13 +133,15 @@ public final class Image: Sendable {
                 throw ImageError.config(path: config.path, detail: "recordTracePath: \(error)")
             }
         case let .replay(records, source):
-            let p = Prefetcher(records: records, source: source, files: lowerFiles, config: global.prefetchConfig, log: log)
+            let p = Prefetcher(records: records, source: source, files: lowerFiles.map { CancellableFile($0, token: cancellation) },
+                               config: global.prefetchConfig, log: log)
             prefetcher = p
             do { try p.start() } catch { log("prefetch from \(source) cannot start: \(error)") }
         case let .priorityList(list, source):
             // The list names files of the ext4 in the merged lowers (the upper is not read).
             let disk = try LayerStack(lowers: layers, name: config.path + " (lowers)")
-            let p = Prefetcher(priorityList: list, source: source, disk: disk, config: global.prefetchConfig, log: log)
+            let p = Prefetcher(priorityList: list, source: source, disk: CancellableFile(disk, token: cancellation),
+                               config: global.prefetchConfig, log: log)
             prefetcher = p
             do { try p.start() } catch { log("prefetch from \(source) cannot start: \(error)") }
         }
@@ -167,11 +175,19 @@ public final class Image: Sendable {
         return try s.stop()
     }
 
+    /// Ends this image's registry traffic: its reads (run under `cancellation`) that wait
+    /// out an outage (`blockOnOutage`), back off or sit in a transfer fail within about
+    /// a second, and so do later ones that need the network. Other images reading the
+    /// same cached blobs are not affected. A device being removed calls this before it
+    /// waits for its commands, so removal never waits for the network to come back.
+    public func cancelFetches() { cancellation.cancel() }
+
     /// Before the image goes away (device removal, process exit): stops the trace replay
     /// (joining its threads), ends a running recording (trace and `.ok` written), stops
     /// the background download and makes the cache's presence maps durable, so a restart finds every
     /// fetched range. Writes to the upper are flushed by `stack.flush()`.
     public func close() {
+        cancelFetches()
         prefetcher?.stop()
         do { try stopRecording() } catch { log("trace recording: \(error)") }
         download?.stop()

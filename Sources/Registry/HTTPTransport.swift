@@ -16,6 +16,9 @@ final class HTTPTransport: @unchecked Sendable {
         /// Request body (uploads), sent with the method given; the caller keeps it alive
         /// until `perform` returns.
         var body: UnsafeRawBufferPointer?
+        /// Polled during the transfer (about once a second, and with every piece of
+        /// body): true aborts it with `RegistryError.cancelled`.
+        var isCancelled: (@Sendable () -> Bool)?
     }
 
     struct Response {
@@ -79,8 +82,10 @@ final class HTTPTransport: @unchecked Sendable {
         /// Whether this response's body goes to `stream` (decided at its first byte).
         var streaming: Bool?
         var streamError: (any Error)?
-        init(target: UnsafeMutableRawBufferPointer?, stream: BodyStream?, limit: Int, curl: UnsafeMutableRawPointer) {
-            self.target = target; self.stream = stream; self.limit = limit; self.curl = curl
+        let isCancelled: (@Sendable () -> Bool)?
+        init(target: UnsafeMutableRawBufferPointer?, stream: BodyStream?, limit: Int, curl: UnsafeMutableRawPointer,
+             isCancelled: (@Sendable () -> Bool)?) {
+            self.target = target; self.stream = stream; self.limit = limit; self.curl = curl; self.isCancelled = isCancelled
         }
 
         /// Whether the response being received carries `stream`'s range.
@@ -127,7 +132,7 @@ final class HTTPTransport: @unchecked Sendable {
         let handle = HTTPTransport.handles.value
         guard let c = handle.curl else { throw RegistryError.connectionFailed(url: request.url, detail: "curl_easy_init failed") }
         curl_easy_reset(c)
-        let sink = Sink(target: target, stream: stream, limit: limit, curl: c)
+        let sink = Sink(target: target, stream: stream, limit: limit, curl: c, isCancelled: request.isCancelled)
         let box = Unmanaged.passRetained(sink)
         defer { box.release() }
         var headers: UnsafeMutablePointer<curl_slist>?
@@ -187,6 +192,14 @@ final class HTTPTransport: @unchecked Sendable {
                                     return n
                                 }
                                 obd_curl_setopt_ptr(c, CURLOPT_HEADERDATA, box.toOpaque())
+                                if request.isCancelled != nil {
+                                    obd_curl_setopt_long(c, CURLOPT_NOPROGRESS, 0)
+                                    obd_curl_setopt_xferinfo(c) { user, _, _, _, _ in
+                                        let sink = Unmanaged<Sink>.fromOpaque(user!).takeUnretainedValue()
+                                        return sink.isCancelled?() == true ? 1 : 0
+                                    }
+                                    obd_curl_setopt_ptr(c, CURLOPT_XFERINFODATA, box.toOpaque())
+                                }
                                 return CurlMulti.shared.perform(c)
                             }
                         }
@@ -198,6 +211,7 @@ final class HTTPTransport: @unchecked Sendable {
         obd_curl_getinfo_long(c, CURLINFO_RESPONSE_CODE, &status)
         sink.response.status = status
         if let e = sink.streamError { throw e }
+        if rc == CURLE_ABORTED_BY_CALLBACK { throw RegistryError.cancelled(url: HTTPTransport.redact(request.url)) }
         if rc != CURLE_OK && !(rc == CURLE_WRITE_ERROR && sink.response.overflow) {
             if target != nil || sink.streaming == true, sink.response.copied > 0, status == 200 || status == 206,
                rc == CURLE_PARTIAL_FILE || rc == CURLE_RECV_ERROR || rc == CURLE_OPERATION_TIMEDOUT {

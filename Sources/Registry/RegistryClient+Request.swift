@@ -18,6 +18,10 @@ extension RegistryClient {
         let scope = "repository:\(repository):" + (push ? "pull,push" : "pull")
         let deadline = given ?? Deadline(seconds: options.timeoutSeconds)
         var attempt = 0
+        // The work this request is done for (a device's reads): once cancelled, no new
+        // attempt, no more backoff, and the transfer in progress aborts.
+        let token = CancellationToken.current
+        let cancelCheck: (@Sendable () -> Bool)? = token.map { t in { @Sendable in t.isCancelled } }
         var authRetried = false
         var staleTargets = 0
         var hops = 0
@@ -29,19 +33,30 @@ extension RegistryClient {
         func retryAllowed(outage: Bool) -> Bool {
             let left = deadline.at - monotonicSeconds() - 0.05
             if outage && deadline.patient && (left <= 0.01 || attempt >= options.attempts) {
-                usleep(UInt32(backoffDelay(attempt, cap: 4) * 1e6))
-                return true
+                return pause(backoffDelay(attempt, cap: 4))
             }
             guard attempt < options.attempts, left > 0.01 else { return false }
             // The last pause is shortened so that one more try fits before the deadline.
-            usleep(UInt32(min(backoffDelay(attempt, cap: 1), left) * 1e6))
+            return pause(min(backoffDelay(attempt, cap: 1), left))
+        }
+        /// Sleeps `seconds` in slices, ending early when the work is cancelled (the
+        /// loop's next turn then ends the operation with `.cancelled`).
+        func pause(_ seconds: Double) -> Bool {
+            let until = monotonicSeconds() + seconds
+            while token?.isCancelled != true {
+                let left = until - monotonicSeconds()
+                if left <= 0 { break }
+                usleep(UInt32(min(left, 0.1) * 1e6))
+            }
             return true
         }
         /// The error of a retryable failure that may not be retried any more.
         func finalError(_ e: RegistryError) -> RegistryError {
-            monotonicSeconds() >= deadline.at - 0.06 ? .timeout(url: HTTPTransport.redact(url)) : e
+            if token?.isCancelled == true { return .cancelled(url: HTTPTransport.redact(url)) }
+            return monotonicSeconds() >= deadline.at - 0.06 ? .timeout(url: HTTPTransport.redact(url)) : e
         }
         while true {
+            if token?.isCancelled == true { throw RegistryError.cancelled(url: HTTPTransport.redact(url)) }
             attempt += 1
             var remaining = deadline.at - monotonicSeconds()
             if remaining <= 0 {
@@ -52,7 +67,8 @@ extension RegistryClient {
             // the registry.
             let tryTime = p2p == nil ? remaining : max(1, remaining / 2)
             var request = HTTPTransport.Request(url: p2p?.url(for: target0) ?? target0, method: method, headers: headers + [userAgent],
-                                                range: range, timeoutMilliseconds: Int(tryTime * 1000) + 1, body: body)
+                                                range: range, timeoutMilliseconds: Int(tryTime * 1000) + 1, body: body,
+                                                isCancelled: cancelCheck)
             let sameHost = target0 == url || target0.hasPrefix(base)
             if sameHost, let auth = authorization(scope: scope, repository: repository) { request.headers.append(auth) }
             let response: HTTPTransport.Response

@@ -17,6 +17,8 @@ public enum RegistryError: Error, CustomStringConvertible, Equatable {
     case tooManyRequests(url: String)
     /// TLS verification failed: not retried (it will not get better).
     case tlsFailed(url: String, detail: String)
+    /// The client was cancelled (its device is going away): not retried.
+    case cancelled(url: String)
 
     /// The error this one wraps (why a credential file was refused), if any.
     public var underlying: (any Error)? {
@@ -60,6 +62,7 @@ public enum RegistryError: Error, CustomStringConvertible, Equatable {
         case let .badCredentials(path, _): return "credential file \(path): not valid JSON of the form {\"auths\": {...}}"
         case let .tooManyRequests(url): return "failed to open remote file \(url): Too many requests"
         case let .tlsFailed(url, detail): return "failed to open remote file \(url): Connection failed (\(detail))"
+        case let .cancelled(url): return "failed to open remote file \(url): cancelled (the device is closing)"
         }
     }
 }

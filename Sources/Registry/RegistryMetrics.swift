@@ -35,6 +35,7 @@ extension RegistryError {
         case .badCredentials: return "credentials"
         case .tooManyRequests: return "throttled"
         case .tlsFailed: return "tls"
+        case .cancelled: return "cancelled"
         }
     }
 }

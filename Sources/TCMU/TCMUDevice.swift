@@ -87,7 +87,7 @@ final class TCMUDevice: @unchecked Sendable {
         for c in commands {
             inFlight.enter()
             let job = { [self] in
-                let status = c.invalid ?? disk.execute(cdb: c.cdb, data: c.data)
+                let status = c.invalid ?? image.cancellation.run { disk.execute(cdb: c.cdb, data: c.data) }
                 if c.invalid != nil {
                     log("tcmu: \(name): malformed ring entry: \(ring.lastMalformedEntry.map { String($0, radix: 16) }.joined(separator: " "))")
                 } else if status.status != 0 && status != .invalidOpcode {
@@ -110,6 +110,9 @@ final class TCMUDevice: @unchecked Sendable {
         var b: UInt8 = 1
         _ = write(wake[1], &b, 1)
         thread?.join()
+        // Commands blocked on the registry (an outage under blockOnOutage) fail now
+        // instead of holding the removal until the network returns.
+        image.cancelFetches()
         inFlight.waitForAll()
         ring.skipTrailingPadding()
         do { try image.stack.flush() } catch { log("tcmu: \(name): flush on removal failed: \(error)") }

@@ -44,7 +44,9 @@ struct ServeNBDCommand: ParsableCommand {
             }
             defer { metrics?.stop() }
             let image = try Image.open(configPath: imageConfig, global: global, writable: !readOnly) { writeStandardError("obd: " + $0 + "\n") }
-            let disk: any BlockFile = metrics != nil ? MeteredFile(image.stack, device: name.isEmpty ? imageConfig : name) : image.stack
+            // The frontend's reads run under the image's token: a signal cancels those blocked on the registry.
+            let served = CancellableFile(image.stack, token: image.cancellation)
+            let disk: any BlockFile = metrics != nil ? MeteredFile(served, device: name.isEmpty ? imageConfig : name) : served
             // Reads of remote lowers may wait on the network: keep them off the connection thread.
             let export = NBDExport(name: name, file: disk, readOnly: readOnly || !disk.isWritable,
                                    inlineReads: !image.hasRemoteLowers)
@@ -64,6 +66,7 @@ struct ServeNBDCommand: ParsableCommand {
             try NamedThread.detach(name: "obd-nbd-accept") { server.serve() }
             writeStandardError("obd: serving \(imageConfig) over nbd on \(server.address) (\(disk.size) bytes, \(export.readOnly ? "read-only" : "writable"))\n")
             let sig = signals.wait()
+            image.cancelFetches()
             server.stop()
             do { try disk.flush() } catch { writeStandardError("obd: error: flush on exit failed: \(error)\n"); throw ExitCode.failure }
             image.close()

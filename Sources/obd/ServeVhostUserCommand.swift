@@ -29,7 +29,8 @@ struct ServeVhostUserCommand: ParsableCommand {
             guard (1...64).contains(queues) else { throw CLIError("--queues: \(queues) is not between 1 and 64") }
             let global = try GlobalConfig.load(path: config)
             let image = try Image.open(configPath: imageConfig, global: global, writable: !readOnly) { writeStandardError("obd: " + $0 + "\n") }
-            let disk: any BlockFile = image.stack
+            // The frontend's reads run under the image's token: a signal cancels those blocked on the registry.
+            let disk: any BlockFile = CancellableFile(image.stack, token: image.cancellation)
             // Taken by this thread; the threads started from here on inherit the mask.
             let signals = TerminationSignals.block()
             let ro = readOnly || !disk.isWritable
@@ -39,6 +40,7 @@ struct ServeVhostUserCommand: ParsableCommand {
             try server.start()
             writeStandardError("obd: serving \(imageConfig) over vhost-user-blk on \(socket) (\(disk.size) bytes, \(queues) queues, \(ro ? "read-only" : "writable"))\n")
             let sig = signals.wait()
+            image.cancelFetches()
             server.stop()
             do { try disk.flush() } catch { writeStandardError("obd: error: flush on exit failed: \(error)\n"); throw ExitCode.failure }
             image.close()

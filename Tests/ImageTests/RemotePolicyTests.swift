@@ -120,6 +120,70 @@ struct RemotePolicyTests {
         #expect(r.firstPassed - r.firstRefused > 1.0, "waited \(r.firstPassed - r.firstRefused) s only")
     }
 
+    /// Reads the whole disk under the image's token on a thread; the outcome arrives in `done`.
+    static func readInBackground(_ image: Image, _ done: ConditionLock<String?>) throws -> JoinHandle {
+        try NamedThread.spawn(name: "obd-test-reader") {
+            var outcome = "read completed"
+            do {
+                let disk = CancellableFile(image.stack, token: image.cancellation)
+                let d = try Digest.sha256(size: disk.size) { try disk.read(into: $0, at: $1) }
+                if d != RemoteImageFixture.expected.full { outcome = "wrong bytes" }
+            } catch { outcome = "\(error)" }
+            done.withLock { $0 = outcome }
+            done.notifyAll()
+        }
+    }
+
+    /// The outcome in `done` once there is one, waiting at most `seconds`.
+    static func outcome(_ done: ConditionLock<String?>, within seconds: Double) -> String? {
+        done.withLock(when: { $0 != nil }, deadline: monotonicSeconds() + seconds) { $0 } ?? nil
+    }
+
+    @Test("blockOnOutage: cancelFetches ends the image's reads waiting out an outage or stuck in a transfer; another image reading the same cached blob keeps waiting and completes when the registry is back",
+          arguments: [FaultProxy.Fault.drop, .delay(milliseconds: 8000)])
+    func cancelDuringOutage(fault: FaultProxy.Fault) throws {
+        let f = try RemoteImageFixture(mode: .anonymous, withProxy: true)
+        let proxy = try #require(f.proxy)
+        try LocalRegistry.write(f.globalPath, """
+            {"cacheConfig": {"cacheType": "file", "cacheDir": "\(f.cacheDir)", "cacheSizeGB": 1, "refillSize": 65536},
+             "credentialConfig": {"mode": "file", "path": "\(f.dir.file("cred.json"))"},
+             "registryConfig": {"timeoutSeconds": 1, "blockOnOutage": true}}
+            """)
+        // Two images over the same blobs share the process's cached files.
+        let a = try Self.open(f), b = try Self.open(f)
+        let outage = Atomic<Bool>(true)
+        let seen = Atomic<Int>(0)
+        proxy.setPolicy { _, _ in
+            guard outage.load(ordering: .relaxed) else { return .pass }
+            seen.add(1, ordering: .relaxed)
+            return fault
+        }
+        let doneA = ConditionLock<String?>(nil), doneB = ConditionLock<String?>(nil)
+        let readerA = try Self.readInBackground(a, doneA)
+        let readerB = try Self.readInBackground(b, doneB)
+        let metBy = monotonicSeconds() + 20
+        while seen.load(ordering: .relaxed) < 2 && monotonicSeconds() < metBy { usleep(10_000) }
+        try #require(seen.load(ordering: .relaxed) >= 2, "the reads never reached the proxy")
+        // Longer than the 1 s deadline: without blockOnOutage both would have failed.
+        #expect(Self.outcome(doneA, within: 1.5) == nil, "a read ended during the outage under blockOnOutage")
+        a.cancelFetches()
+        let outA = Self.outcome(doneA, within: 10)
+        #expect(outA?.contains("cancelled") == true, "after cancelFetches: \(outA ?? "still blocked after 10 s")")
+        if outA != nil { readerA.join() }
+        // Later reads of A that need the network fail (B's retries go on meanwhile).
+        let disk = CancellableFile(a.stack, token: a.cancellation)
+        #expect(throws: (any Error).self) { _ = try Digest.sha256(size: disk.size) { try disk.read(into: $0, at: $1) } }
+        // B was not cancelled: it is still waiting, and completes with the right bytes
+        // once the registry is back (also where A's cancelled fetches left units missing).
+        #expect(Self.outcome(doneB, within: 1.5) == nil, "B ended when A was cancelled")
+        outage.store(false, ordering: .relaxed)
+        let outB = Self.outcome(doneB, within: 60)
+        #expect(outB == "read completed", "B: \(outB ?? "still blocked 60 s after the outage")")
+        if outB != nil { readerB.join() }
+        a.close()
+        b.close()
+    }
+
     @Test("a credential file rotated while the image runs is read again on 401; the new password is used without a restart")
     func rotatedCredentials() throws {
         let f = try RemoteImageFixture(mode: .basic)
