@@ -64,6 +64,10 @@ rs=[json.loads(l) for l in sys.stdin if l.strip()]
 t=sorted(rs,key=lambda r:r["total_ms"]); m=t[len(t)//2]; per=m["per_disk_ms"]
 print(m["total_ms"], round(statistics.mean(per),2), round(statistics.median(per),2), max(per))'; }
 
+# QEMU guests (TCG) elsewhere on the host take the CPUs: count them every second.
+( while :; do pgrep -c -x qemu-system-x86 >> "$W/qemu-count" || true; sleep 1; done ) &
+SAMPLER=$!
+PIDS+=($SAMPLER)
 mkdir -p benchmarks/results
 OUT=benchmarks/results/disk-create-latest.md
 {
@@ -88,6 +92,11 @@ OUT=benchmarks/results/disk-create-latest.md
     goal=""; [ "$n" = 1 ] && goal="obd < 20 ms per disk"; [ "$n" = 64 ] && goal="obd < 1000 ms total"
     echo "| $n | $ot | $om / $omd / $ox | $qt | $qm / $qmd / $qx | $(python3 -c "print(f'{$ot/$qt:.2f}')") | $goal |"
   done
+  echo
+  kill "$SAMPLER"; wait "$SAMPLER" 2>/dev/null || true
+  busy=$(awk '$1 > 0' "$W/qemu-count" | wc -l)
+  if [ "$busy" -gt 0 ]; then echo "**Contended run:** a QEMU guest ran on the host during $busy of $(wc -l < "$W/qemu-count") s of the measurement."
+  else echo "No QEMU guest ran on the host during the measurement ($(wc -l < "$W/qemu-count") s sampled)."; fi
   echo
   h=$(curl -sf --max-time 10 --unix-socket "$W/ctl.sock" http://obd/v1/health || echo '?')
   echo "obd daemon health after the run: $h (lowerOpens stays 1: no disk reopened the image)."

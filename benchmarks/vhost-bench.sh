@@ -18,6 +18,7 @@ RT=${RUNTIME:-10}; MIB=1024
 swift build -c release --product obd 2>&1 | tail -1
 swift build -c release --product obd-bench 2>&1 | tail -1
 BIN=$(swift build -c release --show-bin-path)
+OBD=${OBD_BIN:-$BIN/obd}   # OBD_BIN: another obd binary (e.g. an A/B comparison)
 W=$(mktemp -d /tmp/obd-vhost-bench.XXXXXX)
 PIDS=()
 cleanup() {
@@ -35,11 +36,11 @@ for _ in $(seq 600); do pgrep -f qemu-system-x86_64 > /dev/null || break; sleep 
 "$BIN/obd-bench" nbd-setup "$W" "$MIB" > /dev/null
 cat "$W/flat.raw" "$W"/l*.commit > /dev/null   # both sides read from the page cache
 
-"$BIN/obd" daemon --socket "$W/ctl.sock" 2> "$W/daemon.log" &
+"$OBD" daemon --socket "$W/ctl.sock" 2> "$W/daemon.log" &
 PIDS+=($!)
 wait_for 60 grep -q "daemon ready" "$W/daemon.log" || { cat "$W/daemon.log"; exit 1; }
-"$BIN/obd" disk add --socket "$W/ctl.sock" bench "$W/stack-raw.json" --frontend vhost-user-blk --frontend-socket "$W/obd.sock" --queues 2 > /dev/null
-"$BIN/obd" disk add --socket "$W/ctl.sock" bench-nbd "$W/stack-raw.json" --frontend nbd --frontend-socket "$W/obd-nbd.sock" > /dev/null
+"$OBD" disk add --socket "$W/ctl.sock" bench "$W/stack-raw.json" --frontend vhost-user-blk --frontend-socket "$W/obd.sock" --queues 2 > /dev/null
+"$OBD" disk add --socket "$W/ctl.sock" bench-nbd "$W/stack-raw.json" --frontend nbd --frontend-socket "$W/obd-nbd.sock" > /dev/null
 qemu-storage-daemon --blockdev "driver=file,filename=$W/flat.raw,node-name=f,read-only=on" \
   --export "type=vhost-user-blk,id=e0,node-name=f,addr.type=unix,addr.path=$W/qsd.sock,num-queues=2,writable=off" 2> "$W/qsd.log" &
 PIDS+=($!)
@@ -47,11 +48,18 @@ wait_for 30 test -S "$W/qsd.sock" || { cat "$W/qsd.log"; exit 1; }
 
 mkdir -p "$W/out"
 MEM=1024
+# Other TCG guests on the host while ours runs make the figures meaningless: count them
+# every second (ours is one qemu-system-x86 process) and say so in the results.
+( while :; do pgrep -c -x qemu-system-x86 >> "$W/qemu-count" || true; sleep 1; done ) &
+SAMPLER=$!
+PIDS+=($SAMPLER)
 VM_TIMEOUT=900 VM_MEM=$MEM VM_LOG=$W/console.log VM_EXTRA="-object memory-backend-memfd,id=mem,size=${MEM}M,share=on -numa node,memdev=mem \
   -chardev socket,id=c0,path=$W/obd.sock -device vhost-user-blk-pci,chardev=c0,num-queues=2,addr=0x10 \
   -chardev socket,id=c1,path=$W/qsd.sock -device vhost-user-blk-pci,chardev=c1,num-queues=2,addr=0x11 \
   -drive file=nbd:unix:$W/obd-nbd.sock,if=none,id=n0,format=raw,readonly=on,cache=none -device virtio-blk-pci,drive=n0,addr=0x12" \
   tools/vm/run.sh benchmarks/vhost-guest.sh "$W/out" "$RT" > "$W/guest.out" 2>&1 || true
+kill "$SAMPLER"; wait "$SAMPLER" 2>/dev/null || true
+CONTENDED=$(awk '$1 > 1' "$W/qemu-count" | wc -l); SAMPLES=$(wc -l < "$W/qemu-count")
 grep -a "GUEST-BENCH-OK" "$W/guest.out" > /dev/null || { tail -40 "$W/guest.out"; tail -20 "$W/daemon.log" "$W/qsd.log"; echo "vhost-bench: the guest failed"; exit 1; }
 
 mkdir -p benchmarks/results
@@ -80,6 +88,12 @@ for point, label in (("qd1", "4 KiB random read IOPS, QD1"), ("qd32", "4 KiB ran
     o, q, n = (val(x, point) for x in ("obd", "qsd", "nbd"))
     print(f"| {label} | {o:.0f} | {q:.0f} | {n:.0f} | {o/q:.2f} | {o/n:.2f} | >= 1.0 vs qsd, > 1.0 vs NBD |")
 PY
+  echo
+  if [ "$CONTENDED" -gt 0 ]; then
+    echo "**Contended run:** another QEMU guest ran on the host during $CONTENDED of $SAMPLES s of this guest: do not trust these figures."
+  else
+    echo "No other QEMU guest ran on the host during this guest ($SAMPLES s sampled)."
+  fi
   echo
   grep -ao "GUEST-DISK.*" "$W/guest.out" | tr -d "\r" | sed "s/^/    /"
 } | tee "$OUT"
