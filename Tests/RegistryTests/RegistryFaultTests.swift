@@ -80,24 +80,37 @@ struct RegistryFaultTests {
         #expect(proxy.blobReads < 20, "\(proxy.blobReads) requests under one 1 s deadline")
     }
 
+    /// The Range headers of blob reads, as they arrive.
+    final class RangeLog: Sendable {
+        private let ranges = Mutex<[String]>([])
+        func add(_ r: String) { ranges.withLock { $0.append(r) } }
+        var all: [String] { ranges.withLock { $0 } }
+    }
+
+    /// Cuts the first blob read after 20,000 body bytes and the second with `second`.
+    static func cutTwice(_ proxy: FaultProxy, second: FaultProxy.Fault) -> RangeLog {
+        let log = RangeLog()
+        proxy.setPolicy { r, n in
+            guard r.isBlobRead else { return .pass }
+            log.add(r.range ?? "")
+            switch n {
+            case 0: return .truncate(afterBytes: 20_000)
+            case 1: return second
+            default: return .pass
+            }
+        }
+        return log
+    }
+
     @Test("a cut body continues from where it stopped, bytes exact")
     func cutBodyContinues() throws {
         let reg = try LocalRegistry()
         let (bytes, digest) = try Self.pushed(reg, repository: "obd/cut")
         let proxy = try FaultProxy(upstreamPort: reg.port)
-        let ranges = Mutex<[String]>([])
-        proxy.setPolicy { r, n in
-            guard r.isBlobRead else { return .pass }
-            ranges.withLock { $0.append(r.range ?? "") }
-            switch n {
-            case 0: return .truncate(afterBytes: 20_000)
-            case 1: return .truncate(afterBytes: 7_000)
-            default: return .pass
-            }
-        }
+        let ranges = Self.cutTwice(proxy, second: .truncate(afterBytes: 7_000))
         let blob = try RemoteBlob(client: Self.client(proxy.host), repository: "obd/cut", digest: digest, size: UInt64(bytes.count))
         #expect(try blob.readBytes(at: 1000, count: 100_000)[...] == bytes[1000..<101_000])
-        let seen = ranges.withLock { $0 }
+        let seen = ranges.all
         #expect(seen.count == 3, "\(seen)")
         // Each continuation starts right after the bytes that arrived.
         #expect(seen == ["bytes=1000-100999", "bytes=21000-100999", "bytes=28000-100999"], "\(seen)")

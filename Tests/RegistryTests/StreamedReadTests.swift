@@ -39,20 +39,11 @@ struct StreamedReadTests {
         let reg = try LocalRegistry()
         let (bytes, digest) = try RegistryFaultTests.pushed(reg, repository: "obd/scut")
         let proxy = try FaultProxy(upstreamPort: reg.port)
-        let ranges = Mutex<[String]>([])
-        proxy.setPolicy { r, n in
-            guard r.isBlobRead else { return .pass }
-            ranges.withLock { $0.append(r.range ?? "") }
-            switch n {
-            case 0: return .truncate(afterBytes: 20_000)
-            case 1: return .reset(afterBytes: 7_000)
-            default: return .pass
-            }
-        }
+        let ranges = RegistryFaultTests.cutTwice(proxy, second: .reset(afterBytes: 7_000))
         let blob = try RemoteBlob(client: RegistryFaultTests.client(proxy.host), repository: "obd/scut", digest: digest,
                                   size: UInt64(bytes.count))
         #expect(try Self.streamed(blob, at: 1000, count: 100_000).bytes[...] == bytes[1000..<101_000])
-        #expect(ranges.withLock { $0 } == ["bytes=1000-100999", "bytes=21000-100999", "bytes=28000-100999"])
+        #expect(ranges.all == ["bytes=1000-100999", "bytes=21000-100999", "bytes=28000-100999"])
     }
 
     @Test("a server that ignores Range: usable from offset 0 only; elsewhere an error and nothing delivered")
