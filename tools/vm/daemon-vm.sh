@@ -1,62 +1,16 @@
 #!/usr/bin/env bash
-# Boots the boot test's guest (tools/vm/boot-init.sh + boot-workload.sh: Debian's kernel,
-# a busybox initramfs, root file system = /dev/vda, no 9p, no network) with its disk from
-# a disk of `obd daemon` (tools/vm/daemon-test.sh):
+# Boots the boot test's guest (tools/vm/boot-vm.sh) with its disk from a disk of
+# `obd daemon` (tools/vm/daemon-test.sh):
 #   vhost: QEMU's vhost-user-blk-pci (2 queues, shared memfd guest memory, reconnect=1)
 #          on the disk's vhost-user socket;
 #   nbd:   QEMU's NBD client on the disk's NBD unix socket, as virtio-blk.
 #
 #   tools/vm/daemon-vm.sh vhost|nbd SOCKET ro|rw [KERNEL-ARGS...]   (e.g. obd.write=TOKEN)
 #
-# Prints the guest's console without kernel lines and "BOOT-VM-SECONDS S"; exits 0 when
-# the guest printed BOOT-DONE with a workload exit status 0.
-# Environment: VM_TIMEOUT (s, default 300), VM_MEM (MiB, 1024), VM_LOG (console log).
+# Output, exit status and environment as tools/vm/boot-vm.sh.
 set -euo pipefail
 usage="usage: tools/vm/daemon-vm.sh vhost|nbd SOCKET ro|rw [KERNEL-ARGS...]"
-kind=${1:?$usage} sock=${2:?$usage} mode=${3:?$usage}
-shift 3
-here=$(dirname "$(readlink -f "$0")")
-kver=$(ls /lib/modules | grep -E 'amd64$' | sort -V | tail -1 || true)
-if [ -z "$kver" ] || [ ! -f "/boot/vmlinuz-$kver" ]; then
-  echo "vm/daemon-vm.sh: no Debian kernel found (tools/install-deps.sh installs linux-image-amd64)" >&2
-  exit 2
-fi
-mem=${VM_MEM:-1024}
-case $kind in
-  vhost) disk=(-object "memory-backend-memfd,id=mem,size=${mem}M,share=on" -numa node,memdev=mem
-               -chardev "socket,id=c0,path=$sock,reconnect=1" -device vhost-user-blk-pci,chardev=c0,num-queues=2) ;;
-  nbd) drive="file=nbd:unix:$sock,format=raw,if=virtio,cache=none"
-       [ "$mode" = rw ] || drive="$drive,readonly=on"
-       disk=(-drive "$drive") ;;
-  *) echo "$usage" >&2; exit 2 ;;
-esac
-work=$(mktemp -d /tmp/obd-daemonvm.XXXXXX)
-trap 'rm -rf "$work"' EXIT
-mkdir -p "$work"/initrd/{bin,proc,sys,dev,mods}
-cp /bin/busybox "$work/initrd/bin/"
-# virtio-pci, virtio-blk and ext4 with their dependencies, in load order.
-order=""
-for f in $(for m in virtio_pci virtio_blk crc32c_generic ext4; do modprobe -S "$kver" --show-depends "$m"; done 2>/dev/null | awk '$1 == "insmod" {print $2}'); do
-  m=$(basename "$f"); m=${m%%.ko*}
-  case " $order " in *" $m "*) continue ;; esac
-  case "$f" in
-    *.ko.xz) xz -dc "$f" > "$work/initrd/mods/$m.ko" ;;
-    *.ko.zst) zstd -qdc "$f" > "$work/initrd/mods/$m.ko" ;;
-    *) cp "$f" "$work/initrd/mods/$m.ko" ;;
-  esac
-  order="$order $m"
-done
-echo "$order" > "$work/initrd/mods/order"
-cp "$here/boot-init.sh" "$work/initrd/init"; chmod +x "$work/initrd/init"
-cp "$here/boot-workload.sh" "$work/initrd/workload.sh"
-(cd "$work/initrd" && find . | cpio -o -H newc 2>/dev/null | gzip -1 > ../initrd.gz)
-log=${VM_LOG:-$work/console.log}
-t0=$(date +%s.%N)
-timeout "${VM_TIMEOUT:-300}" qemu-system-x86_64 -accel tcg,thread=multi -cpu max -m "$mem" -smp 2 \
-  -nographic -no-reboot -kernel "/boot/vmlinuz-$kver" -initrd "$work/initrd.gz" \
-  -append "console=ttyS0 quiet panic=-1 obd.root=$mode $*" \
-  "${disk[@]}" > "$log" 2>&1 || true
-t1=$(date +%s.%N)
-grep -a -v -E '^\[ *[0-9]+\.[0-9]+\]' "$log" | tr -d '\r' | grep -v '^$' || true
-echo "BOOT-VM-SECONDS $(echo "$t1 - $t0" | bc)"
-grep -aq 'BOOT-WORKLOAD-EXIT=0 ' "$log" && grep -aq 'BOOT-DONE' "$log"
+kind=${1:?$usage}
+case $kind in vhost|nbd) ;; *) echo "$usage" >&2; exit 2 ;; esac
+shift
+VM_DISK=$kind exec "$(dirname "$(readlink -f "$0")")/boot-vm.sh" "$@"
