@@ -245,19 +245,26 @@ public final class CachedFile: BlockFile, Sendable {
             refills.withLock { st in for u in mine { st.fetching.remove(u) } }
             refills.notifyAll()
             if let failure { throw failure }
-            // Wait for units other readers are fetching; a reader whose work is cancelled
-            // (its device is going away) stops waiting within a fifth of a second.
-            let token = CancellationToken.current
-            while refills.withLock(when: { st in !r.contains(where: { st.fetching.contains($0) }) },
-                                   deadline: monotonicSeconds() + (token == nil ? 3600 : 0.2), { _ in true }) == nil {
-                if token?.isCancelled == true {
-                    throw BlockIOError.io(name: name, operation: "cache refill (cancelled)", offset: UInt64(r.lowerBound) * UInt64(unit),
-                                          errno: ECANCELED)
-                }
-            }
+            try waitForOtherFetches(of: r)
             guard let missing = r.first(where: { !bits.contains($0) }) else { return }
             if round == 1 {
                 throw BlockIOError.io(name: name, operation: "cache refill", offset: UInt64(missing) * UInt64(unit), errno: EIO)
+            }
+        }
+    }
+
+    /// Waits until no other reader is fetching a unit of `r`. A reader whose work is
+    /// cancelled (its device is going away) stops waiting within a fifth of a second.
+    private func waitForOtherFetches(of r: Range<Int>) throws {
+        let idle = { (st: Refills) in !r.contains(where: { st.fetching.contains($0) }) }
+        guard let token = CancellationToken.current else {
+            refills.withLock(when: idle) { _ in }
+            return
+        }
+        while refills.withLock(when: idle, deadline: monotonicSeconds() + 0.2, { _ in true }) == nil {
+            if token.isCancelled {
+                throw BlockIOError.io(name: name, operation: "cache refill (cancelled)", offset: UInt64(r.lowerBound) * UInt64(unit),
+                                      errno: ECANCELED)
             }
         }
     }
