@@ -20,18 +20,9 @@ swift build -c release --product obd 2>&1 | tail -1
 swift build -c release --product obd-bench 2>&1 | tail -1
 BIN=$(swift build -c release --show-bin-path)
 W=$(mktemp -d /tmp/obd-disk-create.XXXXXX)
-PIDS=()
-cleanup() {
-  local p
-  for p in "${PIDS[@]:-}"; do [ -n "$p" ] || continue; kill -TERM "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done
-  rm -rf "$W"
-}
-trap cleanup EXIT
-wait_for() { # SECONDS CMD...: polls CMD every 0.05 s
-  local n=$(( $1 * 20 )) i; shift
-  for ((i = 0; i < n; i++)); do "$@" && return 0; sleep 0.05; done
-  return 1
-}
+# PIDs in BOOT_PIDS are stopped on exit; boot_wait_for polls a readiness condition.
+source tools/vm/boot-lib.sh
+trap 'boot_cleanup; rm -rf "$W"' EXIT
 CLIENT=benchmarks/disk-create-client.py
 "$BIN/obd-bench" nbd-setup "$W" 256 > /dev/null
 cat "$W/flat.raw" "$W"/l*.commit > /dev/null   # both sides read from the page cache
@@ -39,8 +30,8 @@ IMG=$W/stack-raw.json
 
 # obd daemon, lowers opened by a read-only disk that stays for the whole run.
 "$BIN/obd" daemon --socket "$W/ctl.sock" --state "$W/state.json" 2> "$W/daemon.log" &
-PIDS+=($!)
-wait_for 60 grep -q "daemon ready" "$W/daemon.log" || { cat "$W/daemon.log"; exit 1; }
+BOOT_PIDS+=($!)
+boot_wait_for 60 grep -q "daemon ready" "$W/daemon.log" || { cat "$W/daemon.log"; exit 1; }
 "$BIN/obd" disk add --socket "$W/ctl.sock" base "$IMG" --frontend nbd --frontend-socket "$W/base.sock" > /dev/null
 qemu-io -r -f raw -c "read 0 4k" "nbd:unix:$W/base.sock" > /dev/null
 
@@ -49,9 +40,9 @@ qemu-storage-daemon --chardev "socket,path=$W/qmp.sock,server=on,wait=off,id=qmp
   --blockdev "driver=file,filename=$W/flat.raw,node-name=base-file,read-only=on" \
   --blockdev driver=raw,file=base-file,node-name=base,read-only=on \
   --nbd-server "addr.type=unix,addr.path=$W/qsd-nbd.sock" 2> "$W/qsd.log" &
-PIDS+=($!)
-wait_for 30 test -S "$W/qsd-nbd.sock" || { cat "$W/qsd.log"; exit 1; }
-wait_for 30 test -S "$W/qmp.sock" || { cat "$W/qsd.log"; exit 1; }
+BOOT_PIDS+=($!)
+boot_wait_for 30 test -S "$W/qsd-nbd.sock" || { cat "$W/qsd.log"; exit 1; }
+boot_wait_for 30 test -S "$W/qmp.sock" || { cat "$W/qsd.log"; exit 1; }
 
 round() { # round obd|qsd N I -> JSON line
   local d=$W/r-$1-$2-$3; mkdir -p "$d"
@@ -67,7 +58,7 @@ print(m["total_ms"], round(statistics.mean(per),2), round(statistics.median(per)
 # QEMU guests (TCG) elsewhere on the host take the CPUs: count them every second.
 ( while :; do pgrep -c -x qemu-system-x86 >> "$W/qemu-count" || true; sleep 1; done ) &
 SAMPLER=$!
-PIDS+=($SAMPLER)
+BOOT_PIDS+=($SAMPLER)
 mkdir -p benchmarks/results
 OUT=benchmarks/results/disk-create-latest.md
 {

@@ -20,31 +20,22 @@ swift build -c release --product obd-bench 2>&1 | tail -1
 BIN=$(swift build -c release --show-bin-path)
 OBD=${OBD_BIN:-$BIN/obd}   # OBD_BIN: another obd binary (e.g. an A/B comparison)
 W=$(mktemp -d /tmp/obd-vhost-bench.XXXXXX)
-PIDS=()
-cleanup() {
-  local p
-  for p in "${PIDS[@]:-}"; do [ -n "$p" ] || continue; kill -TERM "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done
-  rm -rf "$W"
-}
-trap cleanup EXIT
-wait_for() { # SECONDS CMD...: polls CMD every 0.1 s
-  local n=$(( $1 * 10 )) i; shift
-  for ((i = 0; i < n; i++)); do "$@" && return 0; sleep 0.1; done
-  return 1
-}
+# PIDs in BOOT_PIDS are stopped on exit; boot_wait_for polls a readiness condition.
+source tools/vm/boot-lib.sh
+trap 'boot_cleanup; rm -rf "$W"' EXIT
 for _ in $(seq 600); do pgrep -f qemu-system-x86_64 > /dev/null || break; sleep 1; done   # one TCG guest at a time
 "$BIN/obd-bench" nbd-setup "$W" "$MIB" > /dev/null
 cat "$W/flat.raw" "$W"/l*.commit > /dev/null   # both sides read from the page cache
 
 "$OBD" daemon --socket "$W/ctl.sock" 2> "$W/daemon.log" &
-PIDS+=($!)
-wait_for 60 grep -q "daemon ready" "$W/daemon.log" || { cat "$W/daemon.log"; exit 1; }
+BOOT_PIDS+=($!)
+boot_wait_for 60 grep -q "daemon ready" "$W/daemon.log" || { cat "$W/daemon.log"; exit 1; }
 "$OBD" disk add --socket "$W/ctl.sock" bench "$W/stack-raw.json" --frontend vhost-user-blk --frontend-socket "$W/obd.sock" --queues 2 > /dev/null
 "$OBD" disk add --socket "$W/ctl.sock" bench-nbd "$W/stack-raw.json" --frontend nbd --frontend-socket "$W/obd-nbd.sock" > /dev/null
 qemu-storage-daemon --blockdev "driver=file,filename=$W/flat.raw,node-name=f,read-only=on" \
   --export "type=vhost-user-blk,id=e0,node-name=f,addr.type=unix,addr.path=$W/qsd.sock,num-queues=2,writable=off" 2> "$W/qsd.log" &
-PIDS+=($!)
-wait_for 30 test -S "$W/qsd.sock" || { cat "$W/qsd.log"; exit 1; }
+BOOT_PIDS+=($!)
+boot_wait_for 30 test -S "$W/qsd.sock" || { cat "$W/qsd.log"; exit 1; }
 
 mkdir -p "$W/out"
 MEM=1024
@@ -52,7 +43,7 @@ MEM=1024
 # every second (ours is one qemu-system-x86 process) and say so in the results.
 ( while :; do pgrep -c -x qemu-system-x86 >> "$W/qemu-count" || true; sleep 1; done ) &
 SAMPLER=$!
-PIDS+=($SAMPLER)
+BOOT_PIDS+=($SAMPLER)
 VM_TIMEOUT=900 VM_MEM=$MEM VM_LOG=$W/console.log VM_EXTRA="-object memory-backend-memfd,id=mem,size=${MEM}M,share=on -numa node,memdev=mem \
   -chardev socket,id=c0,path=$W/obd.sock -device vhost-user-blk-pci,chardev=c0,num-queues=2,addr=0x10 \
   -chardev socket,id=c1,path=$W/qsd.sock -device vhost-user-blk-pci,chardev=c1,num-queues=2,addr=0x11 \
